@@ -28,8 +28,12 @@ class SamplingParams:
     seed: int | None = None
     end_id: int | None = None         # None = the model's eos id
     pad_id: int | None = None
+    min_tokens: int = 0               # end_id / stop tokens suppressed before this many
+    ignore_eos: bool = False
     stop_token_ids: tuple[int, ...] = ()
-    bad_token_ids: tuple[int, ...] = ()
+    # token sequences that must not be generated: the last token of a sequence is
+    # banned wherever the tokens before it match (TensorRT-LLM's bad_words semantics)
+    bad_words_ids: tuple[tuple[int, ...], ...] = ()
     return_perf_metrics: bool = True
 
     @property
@@ -45,6 +49,10 @@ class SamplingParams:
             raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise InvalidRequestError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.min_tokens < 0:
+            raise InvalidRequestError(f"min_tokens must be >= 0, got {self.min_tokens}")
+        if any(len(words) == 0 for words in self.bad_words_ids):
+            raise InvalidRequestError("bad_words: an entry tokenized to nothing")
 
 
 @dataclass
