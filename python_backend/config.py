@@ -101,7 +101,6 @@ class SpeculativeConfig(_Strict):
 class ReferenceEngineOptions(_Strict):
     """Knobs of the CPU reference engine only (under the `reference:` key)."""
 
-    num_threads: int | None = None        # BLAS threads; None = library default
     draft_enabled: bool = True            # False = target-only decoding (for A/B benchmarks)
 
 

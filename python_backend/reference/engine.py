@@ -1,0 +1,185 @@
+"""The CPU reference engine: TensorRT-LLM's LLM API shape over the numpy model.
+
+One engine thread runs the step loop (numpy releases the GIL in its kernels);
+callers on an asyncio loop submit with `generate_async` and iterate the result.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from typing import Sequence
+
+import numpy as np
+
+from python_backend.config import EngineConfig
+from python_backend.protocol import InvalidRequestError, QueueResult, SamplingParams, StepOutput
+from python_backend.reference.scheduler import Scheduler
+from python_backend.reference.sequence import SequenceState
+from python_backend.reference.speculative import SpeculativeDecoder
+
+log = logging.getLogger(__name__)
+
+
+def _first_id(value) -> int | None:
+    if isinstance(value, (list, tuple)):
+        return int(value[0]) if value else None
+    return None if value is None else int(value)
+
+
+class ReferenceEngine:
+    def __init__(self, target, draft=None, *, draft_len: int = 0, max_batch_size: int = 32,
+                 max_num_tokens: int = 8192, max_seq_len: int = 2048, eos_token_id: int | None = None):
+        self.target = target
+        self.decoder = SpeculativeDecoder(target, draft, draft_len)
+        self.draft_len = self.decoder.draft_len
+        self.max_seq_len = max_seq_len
+        self.max_num_tokens = max_num_tokens
+        self.vocab_size = target.config.vocab_size
+        self.eos_token_id = eos_token_id if eos_token_id is not None else _first_id(
+            getattr(target.config, "eos_token_id", None))
+        self._scheduler = Scheduler(max_batch_size, max_num_tokens, max_seq_len, self.draft_len)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._inbox: list[SequenceState] = []
+        self._aborts: set[int] = set()
+        self._active: set[int] = set()
+        self._wake = threading.Event()
+        self._stopped = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._run, name="reference-engine", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> "ReferenceEngine":
+        from python_backend.reference.eagle3 import Eagle3DraftModel
+        from python_backend.reference.llama import LlamaModel
+
+        target = LlamaModel.from_pretrained(config.model)
+        draft = None
+        if config.draft_len > 0:
+            spec = config.speculative_config
+            if not spec.speculative_model_dir:
+                raise InvalidRequestError("speculative_config.speculative_model_dir: required for Eagle decoding")
+            draft = Eagle3DraftModel.from_pretrained(
+                spec.speculative_model_dir, target.embed_tokens, target.config.num_hidden_layers)
+            if spec.eagle3_layers_to_capture is not None:
+                draft.set_layers_to_capture(spec.eagle3_layers_to_capture) \
+                    if hasattr(draft, "set_layers_to_capture") else None
+        return cls(target, draft, draft_len=config.draft_len, max_batch_size=config.max_batch_size,
+                   max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len)
+
+    # -- the protocol -----------------------------------------------------------------
+    def generate_async(self, prompt_token_ids: Sequence[int], sampling_params: SamplingParams,
+                       streaming: bool = True) -> QueueResult:
+        """Validate and enqueue; raises InvalidRequestError naming the field."""
+        prompt = [int(t) for t in prompt_token_ids]
+        self._validate(prompt, sampling_params)
+        request_id = next(self._ids)
+        sink = QueueResult(request_id, asyncio.get_running_loop(), streaming, self.abort)
+        end_id = sampling_params.end_id if sampling_params.end_id is not None else self.eos_token_id
+        seq = SequenceState(request_id, prompt, sampling_params, end_id if end_id is not None else -1, sink,
+                            np.random.default_rng(sampling_params.seed))
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError("engine is shut down")
+            self._inbox.append(seq)
+            self._active.add(request_id)
+        self._wake.set()
+        return sink
+
+    def abort(self, request_id: int) -> None:
+        with self._lock:
+            if request_id in self._active:
+                self._aborts.add(request_id)
+        self._wake.set()
+
+    def num_active_requests(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _validate(self, prompt: list[int], params: SamplingParams) -> None:
+        if not prompt:
+            raise InvalidRequestError("prompt_token_ids: must not be empty")
+        if len(prompt) >= self.max_seq_len:
+            raise InvalidRequestError(
+                f"prompt_token_ids: prompt has {len(prompt)} tokens, max_seq_len is {self.max_seq_len}; "
+                "shorten the prompt")
+        if len(prompt) > self.max_num_tokens:
+            raise InvalidRequestError(
+                f"prompt_token_ids: prompt has {len(prompt)} tokens, max_num_tokens is {self.max_num_tokens}")
+        bad = [t for t in prompt if not 0 <= t < self.vocab_size]
+        if bad:
+            raise InvalidRequestError(f"prompt_token_ids: id {bad[0]} outside the vocabulary (0..{self.vocab_size - 1})")
+        params.validate()
+
+    # -- the engine thread ------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopped:
+                    break
+                inbox, self._inbox = self._inbox, []
+                aborts, self._aborts = self._aborts, set()
+            for seq in inbox:
+                self._scheduler.add(seq)
+            for request_id in aborts:
+                seq = self._scheduler.remove(request_id)
+                if seq is not None:
+                    seq.finish_reason = "cancelled"
+                    self._emit(seq, [])
+            prefill, decode = self._scheduler.schedule()
+            if not prefill and not decode:
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            self._step(prefill, decode)
+        self._fail_all("engine shut down")
+
+    def _step(self, prefill: list[SequenceState], decode: list[SequenceState]) -> None:
+        now = time.monotonic()
+        for seq in prefill:
+            seq.timing.first_scheduled_time = now
+        try:
+            new_tokens = self.decoder.step(prefill, decode)
+        except Exception as err:  # a bug must not kill the engine: fail this batch, keep serving
+            log.exception("engine step failed")
+            for seq in prefill + decode:
+                self._scheduler.remove(seq.request_id)
+                seq.finish_reason = "error"
+                self._emit(seq, [], error=f"engine step failed: {err}")
+            return
+        self.steps += 1
+        now = time.monotonic()
+        for seq in prefill + decode:
+            emitted = self._scheduler.record(seq, new_tokens[seq.request_id])
+            seq.stats.generation_steps += 1
+            seq.stats.output_tokens = len(seq.output_ids)
+            if emitted:
+                seq.timing.first_token_time = seq.timing.first_token_time or now
+                seq.timing.last_token_time = now
+            self._emit(seq, emitted)
+
+    def _emit(self, seq: SequenceState, tokens: list[int], error: str | None = None) -> None:
+        if seq.finish_reason is not None:
+            with self._lock:
+                self._active.discard(seq.request_id)
+                self._aborts.discard(seq.request_id)
+        seq.sink.push(StepOutput(tokens, seq.finish_reason, dataclasses.replace(seq.stats),
+                                 dataclasses.replace(seq.timing), error))
+
+    def _fail_all(self, reason: str) -> None:
+        with self._lock:
+            pending, self._inbox = self._inbox, []
+        for seq in list(self._scheduler.running) + list(self._scheduler.waiting) + pending:
+            seq.finish_reason = "error"
+            self._emit(seq, [], error=reason)
