@@ -8,6 +8,7 @@ import sys
 # sub-command -> module with `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
     "assets": "triton_eagle.assets",
+    "serve": "triton_eagle.serve",
 }
 
 

@@ -1,0 +1,115 @@
+"""Serve the model repository with tritonserver until Ctrl-C (HTTP, gRPC and metrics on 127.0.0.1).
+
+Starts the wheel's tritonserver with the project's environment (see
+triton_eagle/tritonserver.py), prints a curl and a Python gRPC streaming example,
+then waits for SIGINT/SIGTERM and stops the server within its exit timeout.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from triton_eagle.tritonserver import REPO_ROOT, TritonServer, TritonServerError
+
+CURL_EXAMPLE = """\
+curl -sN -X POST http://{host}:{http_port}/v2/models/ensemble/generate_stream \\
+  -d '{{"text_input": "What is speculative decoding?", "max_tokens": 64, "stream": true}}'"""
+
+GRPC_EXAMPLE = """\
+import queue
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+def tensor(name, value, datatype, dtype):
+    t = grpcclient.InferInput(name, [1, 1], datatype)
+    t.set_data_from_numpy(np.array([[value]], dtype=dtype))
+    return t
+
+responses = queue.Queue()
+client = grpcclient.InferenceServerClient("{host}:{grpc_port}")
+client.start_stream(callback=lambda result, error: responses.put(error or result))
+client.async_stream_infer("ensemble", [
+    tensor("text_input", "What is speculative decoding?", "BYTES", object),
+    tensor("max_tokens", 64, "INT32", np.int32),
+    tensor("stream", True, "BOOL", bool),
+], enable_empty_final_response=True)
+while True:
+    item = responses.get()
+    if isinstance(item, Exception):
+        raise item
+    text = item.as_numpy("text_output")
+    if text is not None and text.size:
+        print(text.reshape(-1)[0].decode(), end="", flush=True)
+    if item.get_response().parameters["triton_final_response"].bool_param:
+        break
+client.stop_stream()
+print()"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository",
+                        help="folder tritonserver serves (default: the repository's model_repository/)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--exit-timeout", type=int, default=5, metavar="SECONDS",
+                        help="how long a stop waits for in-flight requests (then the server is killed)")
+    parser.add_argument("--ready-timeout", type=float, default=300.0, metavar="SECONDS",
+                        help="how long to wait for every model to load")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="server log (default build/triton-logs/tritonserver-<http-port>.log)")
+    parser.add_argument("--log-verbose", type=int, default=0)
+    parser.add_argument("--model", action="append", default=None, metavar="NAME",
+                        help="load only this model (repeatable; an ensemble brings its steps)")
+
+
+def run(args: argparse.Namespace) -> int:
+    server = TritonServer(
+        args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, exit_timeout_s=args.exit_timeout, log_path=args.log_file,
+        log_verbose=args.log_verbose, models=args.model)
+    stop_requested = threading.Event()
+    ready = threading.Event()
+
+    def request_stop(signum, _frame):
+        if not ready.is_set():  # still loading: interrupt the readiness wait; start() stops the server
+            raise KeyboardInterrupt
+        stop_requested.set()   # a second Ctrl-C changes nothing: the stop is bounded already
+
+    # installed before start, so a Ctrl-C during model loading still stops the server
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"starting tritonserver on {args.host} (log: {server.log_path}) ...", flush=True)
+        try:
+            server.start(ready_timeout_s=args.ready_timeout)
+        except TritonServerError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted while loading; server stopped", file=sys.stderr)
+            return 130
+        ready.set()
+        ports = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port}
+        print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}\n")
+        print("# stream over HTTP (server-sent events):")
+        print(CURL_EXAMPLE.format(**ports) + "\n")
+        print("# stream over gRPC with tritonclient:")
+        print(GRPC_EXAMPLE.format(**ports) + "\n")
+        print("Ctrl-C stops the server.", flush=True)
+        while not stop_requested.wait(timeout=1.0):
+            if not server.running():
+                code = server.process.returncode
+                print(f"error: tritonserver exited on its own (code {code}); log {server.log_path}:\n"
+                      f"{server.log_tail()}", file=sys.stderr)
+                server.stop()
+                return 1
+        print(f"stopping (at most {args.exit_timeout} s for in-flight requests) ...", flush=True)
+        return 0
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
