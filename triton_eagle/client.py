@@ -97,7 +97,7 @@ def _read_response(result, generation: Generation, started: float) -> None:
 
 
 async def stream_generate(client, fields: dict[str, Any], model: str = "ensemble",
-                          request_id: str = "") -> Generation:
+                          request_id: str = "", on_delta=None) -> Generation:
     """One request over a gRPC stream of a `tritonclient.grpc.aio` client."""
     done = asyncio.Event()
     inputs = grpc_inputs(fields)
@@ -115,6 +115,8 @@ async def stream_generate(client, fields: dict[str, Any], model: str = "ensemble
                 generation.error = str(error)
                 break
             _read_response(result, generation, started)
+            if on_delta is not None:
+                on_delta(generation.deltas[-1])
             if generation.finish_reason:
                 break
     finally:
