@@ -9,6 +9,9 @@ import sys
 COMMANDS = {
     "assets": "triton_eagle.assets",
     "serve": "triton_eagle.serve",
+    "generate": "triton_eagle.generate",
+    "bench-engine": "triton_eagle.bench_engine",
+    "bench-serving": "triton_eagle.bench_serving",
 }
 
 
