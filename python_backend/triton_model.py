@@ -1,0 +1,284 @@
+"""The decoupled `tensorrt_llm` Triton model: Triton requests in, engine steps out.
+
+`execute` only parses each request and hands it to the engine (which runs on its own
+thread); a per-request asyncio task on the backend's event loop then sends one
+response per engine step, the final one flagged. All Triton calls (responses,
+cancellation checks, metrics) happen on that one event-loop thread: updates from
+several threads crashed tritonserver.
+
+Tensors and their meaning: docs/interface.md §1 (tensorrt_llm), §3 (context_ids).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from ensemble.detokenizer import StopStringMatcher, context_window
+from ensemble.tokenizer import load_tokenizer
+from python_backend.config import load_engine_config
+from python_backend.engines import build_engine
+from python_backend.protocol import GenerationResult, InvalidRequestError, SpeculativeStats, StepOutput
+from python_backend.request_tensors import (INPUTS, OUTPUTS, GenerateRequest, StopRequest,
+                                            parse_request, response_arrays)
+from python_backend.triton_metrics import EngineModelMetrics
+
+DEFAULT_ENGINE_CONFIG = "tensorrt_llm/engine.yaml"   # relative to the model repository root
+MAX_BATCH_SIZE = 64                                  # docs/interface.md §1: all models batch-dim'd
+ABORT_DRAIN_TIMEOUT_S = 30.0   # after abort() the engine confirms with a final step; never wait forever
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
+@dataclass(eq=False)
+class ActiveRequest:
+    request: object                 # pb_utils.InferenceRequest
+    sender: object                  # its response sender
+    parsed: GenerateRequest
+    result: GenerationResult
+    key: str | None                 # registry key: request_uuid, else the Triton request id
+    stop_requested: bool = False
+    responses_sent: int = 0
+    output_token_ids: list[int] = field(default_factory=list)   # kept tokens, sent or pending
+    last_stats: SpeculativeStats = field(default_factory=SpeculativeStats)
+
+
+class TritonPythonModel:
+    @staticmethod
+    def auto_complete_config(auto_complete_model_config):
+        config = auto_complete_model_config
+        if config.as_dict().get("max_batch_size", 0) == 0:
+            config.set_max_batch_size(MAX_BATCH_SIZE)
+        for name, (data_type, dims, optional) in INPUTS.items():
+            config.add_input({"name": name, "data_type": data_type, "dims": dims, "optional": optional})
+        for name, (data_type, dims) in OUTPUTS.items():
+            config.add_output({"name": name, "data_type": data_type, "dims": dims})
+        config.set_model_transaction_policy({"decoupled": True})
+        return config
+
+    def initialize(self, args):
+        self.logger = pb_utils.Logger
+        model_config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(model_config):
+            raise pb_utils.TritonModelException("tensorrt_llm must be decoupled (it streams)")
+        # args["model_repository"] is this model's folder; the config path is repository-relative
+        repository_root = Path(args["model_repository"]).resolve().parent
+        parameter = model_config.get("parameters", {}).get("engine_config", {}).get("string_value")
+        config_path = repository_root / (parameter or DEFAULT_ENGINE_CONFIG)
+        self.config = load_engine_config(config_path)
+        ignored = self.config.ignored_keys()
+        self.logger.log_info(f"tensorrt_llm: engine {self.config.engine} from {config_path}; model {self.config.model}")
+        if ignored:
+            self.logger.log_warn(f"tensorrt_llm: the {self.config.engine} engine ignores: {', '.join(ignored)}")
+        self.tokenizer = load_tokenizer(self.config.tokenizer_dir)   # for stop strings
+        self.engine = build_engine(self.config)
+        self.vocab_size = getattr(self.engine, "vocab_size", None)
+        self.metrics = EngineModelMetrics(args["model_name"], args["model_version"])
+        self.active: set[ActiveRequest] = set()
+        self.by_key: dict[str, ActiveRequest] = {}
+        self.tasks: set[asyncio.Task] = set()   # strong references: the loop keeps only weak ones
+
+    async def execute(self, requests):
+        for request in requests:
+            self._accept(request)
+        return None
+
+    def finalize(self):
+        for entry in list(self.active):
+            entry.result.abort()
+        self.engine.shutdown()
+        self.metrics.close()
+
+    # -- accepting a request (runs inside execute, on the event loop) -----------------
+    def _accept(self, request) -> None:
+        sender = request.get_response_sender()
+        try:
+            parsed = parse_request(self._input_arrays(request), max_seq_len=self.engine.max_seq_len,
+                                   vocab_size=self.vocab_size, request_id=request.request_id())
+            if isinstance(parsed, StopRequest):
+                self._stop(parsed, sender)
+                return
+            if parsed.request_uuid and parsed.request_uuid in self.by_key:
+                raise InvalidRequestError(f"request_uuid: {parsed.request_uuid} is already running; "
+                                          "send a fresh id per request")
+            result = self.engine.generate_async(parsed.prompt_token_ids, parsed.sampling_params, streaming=True)
+        except InvalidRequestError as err:
+            self._refuse(sender, str(err))
+            return
+        except Exception as err:  # a bug here must cost one request, never the model
+            self.logger.log_error(f"tensorrt_llm: request refused by an internal error: {err!r}")
+            self._refuse(sender, f"internal error: {err}")
+            return
+        key = parsed.request_uuid or request.request_id() or None
+        if key in self.by_key:   # a repeated client request id: the first holder keeps it
+            key = None
+        entry = ActiveRequest(request, sender, parsed, result, key)
+        self.active.add(entry)
+        if key:
+            self.by_key[key] = entry
+        self.metrics.request_started(len(parsed.prompt_token_ids))
+        self._update_active_gauges()
+        task = asyncio.get_running_loop().create_task(self._stream(entry))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    def _input_arrays(request) -> dict[str, np.ndarray]:
+        arrays = {}
+        for name in INPUTS:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is not None:
+                arrays[name] = tensor.as_numpy()
+        return arrays
+
+    def _stop(self, stop: StopRequest, sender) -> None:
+        entry = self.by_key.get(stop.target)
+        if entry is not None and not entry.stop_requested:
+            entry.stop_requested = True
+            entry.result.abort()   # the engine answers with a final "cancelled" step, waking _stream
+        # the stop request's own answer: one empty final response
+        arrays = response_arrays(token_ids=[], context_ids=[], request_uuid=stop.target, finish_reason=None,
+                                 stop_strings=(), num_input_tokens=0, num_output_tokens=0,
+                                 stats=SpeculativeStats())
+        self._send(sender, arrays, final=True)
+
+    def _refuse(self, sender, message: str) -> None:
+        self.metrics.request_refused()
+        error = pb_utils.TritonError(message, getattr(pb_utils.TritonError, "INVALID_ARG", 3))
+        try:
+            sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=FINAL)
+        except Exception as err:
+            self.logger.log_warn(f"tensorrt_llm: could not send an error response: {err}")
+
+    # -- streaming one request (its own task) -----------------------------------------
+    async def _stream(self, entry: ActiveRequest) -> None:
+        parsed = entry.parsed
+        matcher = StopStringMatcher(self.tokenizer, parsed.stop_strings) if parsed.stop_strings else None
+        context_size = context_window(parsed.stop_strings)
+        pending: list[int] = []          # non-streaming: everything goes in the final response
+        pending_context: list[int] = []
+        finish_reason = "error"
+        steps = aiter(entry.result)
+        try:
+            while True:
+                step: StepOutput = await anext(steps)
+                if entry.stop_requested or entry.request.is_cancelled():
+                    finish_reason = "cancelled"
+                    await self._abort_and_drain(entry, steps, step)
+                    self._send_step(entry, [], [], "cancelled")
+                    return
+                if step.error is not None:
+                    finish_reason = "error"
+                    self._finish_with_error(entry, step.error)
+                    return
+                tokens = list(step.token_ids_diff)
+                finish_reason = step.finish_reason
+                if matcher is not None:
+                    keep = matcher.feed(tokens)
+                    if keep is not None:   # the stream ends at the token completing a stop string
+                        tokens, finish_reason = tokens[:keep], "stop"
+                context = entry.output_token_ids[-context_size:] if context_size else []
+                self._count(entry, tokens, step.stats)
+                if parsed.streaming:
+                    if tokens or finish_reason is not None:
+                        self._send_step(entry, tokens, context, finish_reason)
+                else:
+                    if not pending:
+                        pending_context = context
+                    pending.extend(tokens)
+                    if finish_reason is not None:
+                        self._send_step(entry, pending, pending_context, finish_reason)
+                if finish_reason is not None:
+                    if not step.finished:   # stopped by a stop string: the engine still holds it
+                        await self._abort_and_drain(entry, steps, None)
+                    return
+        except StopAsyncIteration:   # the engine ended without a final step: a bug, still end cleanly
+            finish_reason = "error"
+            self._finish_with_error(entry, "engine ended the request without a final step")
+        except Exception as err:
+            finish_reason = "error"
+            self.logger.log_error(f"tensorrt_llm: streaming failed: {err!r}")
+            entry.result.abort()
+            self._finish_with_error(entry, f"internal error: {err}")
+        finally:
+            self._release(entry, finish_reason or "error")
+
+    async def _abort_and_drain(self, entry: ActiveRequest, steps, last: StepOutput | None) -> None:
+        """Abort and wait for the engine's final step, so the slot is free when the gauges drop."""
+        if last is not None and last.finished:
+            return
+        entry.result.abort()
+        deadline = asyncio.get_running_loop().time() + ABORT_DRAIN_TIMEOUT_S
+        try:
+            while True:
+                remaining = deadline - asyncio.get_running_loop().time()
+                step = await asyncio.wait_for(anext(steps), timeout=max(remaining, 0.0))
+                if step.finished:
+                    return
+        except (asyncio.TimeoutError, StopAsyncIteration):
+            self.logger.log_warn("tensorrt_llm: the engine did not confirm an abort in time")
+
+    def _count(self, entry: ActiveRequest, tokens: list[int], stats: SpeculativeStats) -> None:
+        previous = entry.last_stats
+        delta = SpeculativeStats(
+            total_draft_tokens=stats.total_draft_tokens - previous.total_draft_tokens,
+            total_accepted_draft_tokens=stats.total_accepted_draft_tokens - previous.total_accepted_draft_tokens,
+            drafting_steps=stats.drafting_steps - previous.drafting_steps)
+        entry.last_stats = stats
+        entry.output_token_ids.extend(tokens)
+        self.metrics.step(len(tokens), delta)
+
+    def _send_step(self, entry: ActiveRequest, tokens: list[int], context: list[int],
+                   finish_reason: str | None) -> None:
+        arrays = response_arrays(
+            token_ids=tokens, context_ids=context, request_uuid=entry.parsed.request_uuid,
+            finish_reason=finish_reason, stop_strings=entry.parsed.stop_strings,
+            num_input_tokens=len(entry.parsed.prompt_token_ids),
+            num_output_tokens=len(entry.output_token_ids), stats=entry.last_stats)
+        entry.responses_sent += 1
+        self._send(entry.sender, arrays, final=finish_reason is not None)
+
+    def _finish_with_error(self, entry: ActiveRequest, message: str) -> None:
+        if entry.responses_sent:
+            # tokens are out already: steps after this model must not see an error mid-stream
+            self.logger.log_error(f"tensorrt_llm: request ended by an error after tokens: {message}")
+            self._send_step(entry, [], [], "error")
+        else:
+            error = pb_utils.TritonError(message)
+            self._send_raw(entry.sender, pb_utils.InferenceResponse(output_tensors=[], error=error))
+
+    def _send(self, sender, arrays: dict[str, np.ndarray], final: bool) -> None:
+        tensors = [pb_utils.Tensor(name, array) for name, array in arrays.items()]
+        response = pb_utils.InferenceResponse(output_tensors=tensors)
+        if final:
+            self._send_raw(sender, response)
+        else:
+            try:
+                sender.send(response)
+            except Exception as err:   # the client went away; the cancel check ends the request
+                self.logger.log_verbose(f"tensorrt_llm: response not delivered: {err}")
+
+    def _send_raw(self, sender, response) -> None:
+        """Send a final response; if that fails, at least the final flag, or Triton keeps the
+        request in flight until the exit timeout."""
+        try:
+            sender.send(response, flags=FINAL)
+        except Exception as err:
+            self.logger.log_verbose(f"tensorrt_llm: final response not delivered ({err}); sending the flag alone")
+            try:
+                sender.send(flags=FINAL)
+            except Exception:
+                pass
+
+    def _release(self, entry: ActiveRequest, finish_reason: str) -> None:
+        self.active.discard(entry)
+        if entry.key and self.by_key.get(entry.key) is entry:
+            del self.by_key[entry.key]
+        self.metrics.request_finished(finish_reason, entry.last_stats)
+        self._update_active_gauges()
+
+    def _update_active_gauges(self) -> None:
+        self.metrics.set_active(len(self.active), self.engine.num_active_requests())
