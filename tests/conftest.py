@@ -1,0 +1,18 @@
+"""Fixtures shared by the test modules."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The SmolLM2-135M-Instruct HF checkpoint folder, converted from the packaged GGUF once (kept in models/)."""
+    from triton_eagle.assets import CHECKPOINT_NAME, convert_gguf, packaged_gguf_path
+
+    checkpoint_dir = REPO_ROOT / "models" / CHECKPOINT_NAME
+    convert_gguf(packaged_gguf_path(), checkpoint_dir)
+    return checkpoint_dir
