@@ -417,3 +417,54 @@ def test_t2d_that_disagrees_with_d2t_is_refused(head_dir, target_embed, tmp_path
     with pytest.raises(ValueError, match="t2d disagrees with d2t"):
         Eagle3DraftModel.from_pretrained(save_eagle3_head(tmp_path / "bad", config, weights),
                                          target_embed, NUM_LAYERS)
+
+
+# -- with the reference target ----------------------------------------------------------
+def _write_tiny_target(folder, seed: int = 5):
+    """A random HF-layout Llama with TARGET_CONFIG's shapes and tied embeddings."""
+    config = dict(TARGET_CONFIG, model_type="llama", tie_word_embeddings=True)
+    rng = np.random.default_rng(seed)
+    hidden, ffn = config["hidden_size"], config["intermediate_size"]
+    q_width, kv_width = config["num_attention_heads"] * config["head_dim"], config["num_key_value_heads"] * config["head_dim"]
+    weights = {"model.embed_tokens.weight": rng.standard_normal((config["vocab_size"], hidden)),
+               "model.norm.weight": 1.0 + 0.1 * rng.standard_normal(hidden)}
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        for name, shape in (("input_layernorm.weight", (hidden,)), ("post_attention_layernorm.weight", (hidden,)),
+                            ("self_attn.q_proj.weight", (q_width, hidden)), ("self_attn.k_proj.weight", (kv_width, hidden)),
+                            ("self_attn.v_proj.weight", (kv_width, hidden)), ("self_attn.o_proj.weight", (hidden, q_width)),
+                            ("mlp.gate_proj.weight", (ffn, hidden)), ("mlp.up_proj.weight", (ffn, hidden)),
+                            ("mlp.down_proj.weight", (hidden, ffn))):
+            scale = 0.1 if name.endswith("proj.weight") else 1.0
+            weights[prefix + name] = (1.0 if "norm" in name else 0.0) + scale * rng.standard_normal(shape)
+    # a Llama checkpoint is the same two files: config.json + model.safetensors
+    save_eagle3_head(folder, config, {k: v.astype(np.float32) for k, v in weights.items()})
+    return folder
+
+
+def test_minus_one_head_with_the_reference_target_reads_what_the_lm_head_reads(tmp_path):
+    from python_backend.reference.llama import LlamaModel
+
+    target = LlamaModel.from_pretrained(_write_tiny_target(tmp_path / "target"))
+    head = make_random_head(tmp_path / "head", TARGET_CONFIG, [-1], DRAFT_VOCAB, seed=0)
+    draft = Eagle3DraftModel.from_pretrained(head, target.embed_tokens, target.config.num_hidden_layers)
+    prompt = np.array([5, 17, 42, 8, 99, 3])
+    out = target.forward([prompt], [target.new_cache()], [len(prompt)], draft.layers_to_capture)
+    captured = out.captured[0]
+    assert captured.shape == (len(prompt), HIDDEN)
+    # the final normed state is exactly what the (tied) LM head turns into logits
+    np.testing.assert_allclose(captured @ target.embed_tokens.T, out.logits[0], rtol=1e-4, atol=1e-4)
+    # alignment: draft row j = (x_{j+1}, f_j)
+    logits, hidden = draft.forward([prompt[1:]], [draft.fuse(captured[:-1])], [draft.new_cache()], [1])
+    assert logits[0].shape == (1, DRAFT_VOCAB) and hidden[0].shape == (len(prompt) - 1, HIDDEN)
+
+
+def test_three_layer_head_fuses_the_reference_targets_captured_layers(tmp_path, head_dir):
+    from python_backend.reference.llama import LlamaModel
+
+    target = LlamaModel.from_pretrained(_write_tiny_target(tmp_path / "target"))
+    draft = Eagle3DraftModel.from_pretrained(head_dir, target.embed_tokens, target.config.num_hidden_layers)
+    prompt = np.array([1, 2, 3, 4])
+    out = target.forward([prompt], [target.new_cache()], [1], draft.layers_to_capture)
+    assert out.captured[0].shape == (len(prompt), 3 * HIDDEN)
+    assert draft.fuse(out.captured[0]).shape == (len(prompt), HIDDEN)
