@@ -48,6 +48,11 @@ class LlamaConfig:
     eos_token_ids: tuple[int, ...] = ()
 
     @property
+    def eos_token_id(self) -> int | None:
+        """The first end-of-sequence id (HF configs may list several)."""
+        return self.eos_token_ids[0] if self.eos_token_ids else None
+
+    @property
     def rope_type(self) -> str:
         return self.rope_scaling.get("rope_type", "default")
 
