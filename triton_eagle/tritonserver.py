@@ -37,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BACKEND_DIR = REPO_ROOT / "build" / "triton-backends"
 DEFAULT_LOG_DIR = REPO_ROOT / "build" / "triton-logs"
 SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
+# on a CPU-only machine these error lines are expected and say nothing about the models
+HARMLESS_LOG_LINES = ("CudaDriverHelper", "NVML", "DCGM", "unable to create stream", "pinned memory")
 STOP_GRACE_S = 10.0   # beyond --exit-timeout-secs: model finalize and stub teardown
 
 
@@ -361,12 +363,18 @@ class TritonServer:
                 except FileNotFoundError:
                     pass
 
-    def log_tail(self, lines: int = 40) -> str:
+    def log_tail(self, lines: int = 15) -> str:
+        """The log's error lines (model load failures hide above a long options table) and its end."""
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        all_lines = text.splitlines()
+        errors = [line for line in all_lines
+                  if (line.startswith("E") and line[1:5].isdigit() or "UNAVAILABLE" in line)
+                  and not any(noise in line for noise in HARMLESS_LOG_LINES)]
+        tail = [line for line in all_lines[-lines:] if line not in errors]
+        return "\n".join(errors[-20:] + (["..."] if errors else []) + tail)
 
     def __enter__(self) -> "TritonServer":
         if self.process is None:
