@@ -184,16 +184,17 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
         begin, end = info["data_offsets"]
         count = int(np.prod(shape)) if shape else 1
         if dtype == "BF16":
-            raw = np.fromfile(path, dtype="<u2", count=count, offset=data_start + begin)
-            array = (raw.astype(np.uint32) << 16).view(np.float32)
+            stored_dtype = np.dtype("<u2")
         elif dtype in _SAFETENSORS_DTYPES:
-            np_dtype = np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<")
-            array = np.fromfile(path, dtype=np_dtype, count=count, offset=data_start + begin)
+            stored_dtype = np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<")
         else:
             raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype}")
-        if array.nbytes != end - begin and dtype != "BF16":
-            raise ValueError(f"{path}: tensor {name!r} is truncated")
-        tensors[name] = array.reshape(shape)
+        stored = np.fromfile(path, dtype=stored_dtype, count=count, offset=data_start + begin)
+        if stored.nbytes != end - begin:
+            raise ValueError(f"{path}: tensor {name!r} is truncated or its offsets disagree with its shape")
+        if dtype == "BF16":
+            stored = (stored.astype(np.uint32) << 16).view(np.float32)
+        tensors[name] = stored.reshape(shape)
     return tensors
 
 
