@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from triton_server import triton_server  # noqa: F401  (session fixture: a real tritonserver)
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
