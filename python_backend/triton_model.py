@@ -30,6 +30,7 @@ from python_backend.triton_metrics import EngineModelMetrics
 DEFAULT_ENGINE_CONFIG = "tensorrt_llm/engine.yaml"   # relative to the model repository root
 MAX_BATCH_SIZE = 64                                  # docs/interface.md §1: all models batch-dim'd
 ABORT_DRAIN_TIMEOUT_S = 30.0   # after abort() the engine confirms with a final step; never wait forever
+EXECUTE_SETTLE_S = 0.01
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -84,6 +85,10 @@ class TritonPythonModel:
     async def execute(self, requests):
         for request in requests:
             self._accept(request)
+        # The stub runs this coroutine in the background and registers its future only after
+        # scheduling it; one that ends first trips "Cannot remove future from background"
+        # (python_backend 2.51, Stub::RunCoroutine) and leaks the future. Nothing waits on us.
+        await asyncio.sleep(EXECUTE_SETTLE_S)
         return None
 
     def finalize(self):
