@@ -18,3 +18,11 @@ def smollm2_dir() -> Path:
     checkpoint_dir = REPO_ROOT / "models" / CHECKPOINT_NAME
     convert_gguf(packaged_gguf_path(), checkpoint_dir)
     return checkpoint_dir
+
+
+@pytest.fixture(scope="session")
+def eagle3_head_dir(smollm2_dir) -> Path:
+    """The embedded default's EAGLE-3 head folder (made by `triton-eagle assets`)."""
+    from triton_eagle.draft_assets import ensure_eagle3_head
+
+    return ensure_eagle3_head(smollm2_dir, REPO_ROOT / "models")

@@ -65,10 +65,8 @@ class ReferenceEngine:
             if not spec.speculative_model_dir:
                 raise InvalidRequestError("speculative_config.speculative_model_dir: required for Eagle decoding")
             draft = Eagle3DraftModel.from_pretrained(
-                spec.speculative_model_dir, target.embed_tokens, target.config.num_hidden_layers)
-            if spec.eagle3_layers_to_capture is not None:
-                draft.set_layers_to_capture(spec.eagle3_layers_to_capture) \
-                    if hasattr(draft, "set_layers_to_capture") else None
+                spec.speculative_model_dir, target.embed_tokens, target.config.num_hidden_layers,
+                layers_to_capture=spec.eagle3_layers_to_capture)
         return cls(target, draft, draft_len=config.draft_len, max_batch_size=config.max_batch_size,
                    max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len)
 
