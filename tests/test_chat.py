@@ -29,7 +29,8 @@ def test_bytes_are_accepted():
 
 
 @pytest.mark.parametrize("raw, message", [
-    ('[{"role": "user", "content": "hi"}', r"^messages: not valid JSON: Expecting ',' delimiter at line 1 column 35 \(char 34\)$"),
+    ('[{"role": "user", "content": "hi"}',
+     r"^messages: not valid JSON: Expecting ',' delimiter at line 1 column 35 \(char 34\)$"),
     ("", r"^messages: not valid JSON: Expecting value at line 1 column 1 \(char 0\)$"),
     ('{"role": "user", "content": "hi"}', r"^messages: must be a JSON list .* got an object$"),
     ('"hello"', r"^messages: must be a JSON list .* got a string$"),

@@ -3,10 +3,6 @@ into steps, the concatenated deltas are the one-shot text, cut before the first 
 string, and the stream ends at the token that completes it."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,19 +15,13 @@ from ensemble.detokenizer import (
     visible,
     visible_text,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "models" / "SmolLM2-135M-Instruct"
+from ensemble.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    if not (CHECKPOINT / "tokenizer_config.json").is_file():
-        subprocess.run([sys.executable, "-m", "triton_eagle.cli", "assets", "--out", str(REPO / "models")],
-                       check=True)
-    from ensemble.tokenizer import load_tokenizer
-
-    return load_tokenizer(CHECKPOINT)
+def smollm2_tokenizer(smollm2_dir):
+    """The real SmolLM2 tokenizer (conftest's `smollm2_dir` converts the packaged checkpoint if missing)."""
+    return load_tokenizer(smollm2_dir)
 
 
 # Text that breaks naive per-chunk decoding: multi-byte characters that byte-level BPE

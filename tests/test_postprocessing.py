@@ -2,10 +2,6 @@
 through, and never an error (an error after the decoupled model leaks the request)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,16 +9,11 @@ from ensemble.detokenizer import context_window
 from ensemble.postprocessing_model import OUTPUTS, postprocess, read_step
 from ensemble.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "models" / "SmolLM2-135M-Instruct"
-
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    if not (CHECKPOINT / "tokenizer_config.json").is_file():
-        subprocess.run([sys.executable, "-m", "triton_eagle.cli", "assets", "--out", str(REPO / "models")],
-                       check=True)
-    return load_tokenizer(CHECKPOINT)
+def smollm2_tokenizer(smollm2_dir):
+    """The real SmolLM2 tokenizer (conftest's `smollm2_dir` converts the packaged checkpoint if missing)."""
+    return load_tokenizer(smollm2_dir)
 
 
 def engine_response(tokens, context=(), finish_reason="", stop_strings=(), request_uuid="abc", **stats):

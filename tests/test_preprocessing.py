@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +20,13 @@ from ensemble.preprocessing_model import (
 from ensemble.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "models" / "SmolLM2-135M-Instruct"
 MAX_SEQ_LEN = 2048
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    if not (CHECKPOINT / "tokenizer_config.json").is_file():
-        subprocess.run([sys.executable, "-m", "triton_eagle.cli", "assets", "--out", str(REPO / "models")],
-                       check=True)
-    return load_tokenizer(CHECKPOINT)
+def smollm2_tokenizer(smollm2_dir):
+    """The real SmolLM2 tokenizer (conftest's `smollm2_dir` converts the packaged checkpoint if missing)."""
+    return load_tokenizer(smollm2_dir)
 
 
 def text(value: str | bytes) -> np.ndarray:
@@ -116,7 +111,8 @@ def test_no_stop_words_is_an_empty_row(smollm2_tokenizer):
     ({"QUERY": text("a"), "STOP_WORDS_DICT": texts("x\ufffd")}, r"^stop_words\[0\]: must not contain U\+FFFD"),
     ({"QUERY": text("a"), "STOP_WORDS_DICT": texts(*[f"s{i}" for i in range(17)])},
      r"^stop_words: at most 16 stop strings, got 17$"),
-    ({"QUERY": text("a"), "STOP_WORDS_DICT": texts("é" * 129)}, r"^stop_words\[0\]: at most 256 UTF-8 bytes, got 258$"),
+    ({"QUERY": text("a"), "STOP_WORDS_DICT": texts("é" * 129)},
+     r"^stop_words\[0\]: at most 256 UTF-8 bytes, got 258$"),
     ({"QUERY": text("a"), "BAD_WORDS_DICT": texts(b"\xc3")}, r"^bad_words\[0\]: not valid UTF-8"),
     ({"QUERY": text("a"), "END_ID": int32(49152)}, r"^end_id: must be -1 or a token id 0\.\.49151, got 49152$"),
     ({"QUERY": text("a"), "PAD_ID": int32(-2)}, r"^pad_id: must be -1 or a token id 0\.\.49151, got -2$"),
@@ -128,7 +124,8 @@ def test_no_stop_words_is_an_empty_row(smollm2_tokenizer):
      r"^presence_penalty: only 0 is supported"),
     ({"QUERY": text("a"), "FREQUENCY_PENALTY": np.array([[-1.0]], dtype=np.float32)},
      r"^frequency_penalty: only 0 is supported"),
-    ({"QUERY": text("a"), "BEAM_WIDTH": int32(4)}, r"^beam_width: only 1 is supported \(beam search is not served\), got 4$"),
+    ({"QUERY": text("a"), "BEAM_WIDTH": int32(4)},
+     r"^beam_width: only 1 is supported \(beam search is not served\), got 4$"),
     ({"QUERY": text("a"), "NUM_RETURN_SEQUENCES": int32(2)}, r"^num_return_sequences: only 1 is supported"),
     ({"QUERY": text("a"), "RETURN_LOG_PROBS": np.array([[True]])},
      r"^return_log_probs: only false is supported \(log probabilities are not returned\), got true$"),

@@ -2,27 +2,19 @@
 checkpoint defines it, user text always plain text."""
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ensemble.tokenizer import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "models" / "SmolLM2-135M-Instruct"
 IM_START, IM_END = 1, 2
 
 
 @pytest.fixture(scope="module")
-def smollm2_tokenizer():
-    if not (CHECKPOINT / "tokenizer_config.json").is_file():
-        subprocess.run([sys.executable, "-m", "triton_eagle.cli", "assets", "--out", str(REPO / "models")],
-                       check=True)
-    return load_tokenizer(CHECKPOINT)
+def smollm2_tokenizer(smollm2_dir):
+    """The real SmolLM2 tokenizer (conftest's `smollm2_dir` converts the packaged checkpoint if missing)."""
+    return load_tokenizer(smollm2_dir)
 
 
 def template_ids(tokenizer, messages):
