@@ -143,11 +143,11 @@ def _scalar_text(value) -> str:
 
 
 def _stat(value) -> float:
-    row = _first(value)
-    if row is None:
-        return 0
-    row = np.asarray(row).reshape(-1)
-    return row[0] if row.size else 0
+    try:
+        row = np.asarray(_first(value)).reshape(-1)
+        return float(row[0]) if row.size and row[0] is not None else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 class TritonPythonModel:

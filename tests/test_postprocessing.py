@@ -90,6 +90,7 @@ def test_cancelled_requests_get_an_empty_text(smollm2_tokenizer):
     {"TOKENS_BATCH": np.array([[[b"not", b"ids"]]], dtype=object)},
     {"TOKENS_BATCH": np.array([[[10**9]]], dtype=np.int64), "FINISH_REASON": np.array([[b"length"]], dtype=object)},
     {"TOKENS_BATCH": np.zeros((0, 1, 3), dtype=np.int32), "CONTEXT_IDS": np.zeros((1, 0), dtype=np.int32)},
+    {"NUM_OUTPUT_TOKENS": np.array([[b"seven"]], dtype=object), "ACCEPTANCE_RATE": np.zeros((1, 0), np.float32)},
 ])
 def test_malformed_responses_never_raise(smollm2_tokenizer, arrays):
     errors = []
