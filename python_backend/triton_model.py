@@ -31,6 +31,7 @@ DEFAULT_ENGINE_CONFIG = "tensorrt_llm/engine.yaml"   # relative to the model rep
 MAX_BATCH_SIZE = 64                                  # docs/interface.md §1: all models batch-dim'd
 ABORT_DRAIN_TIMEOUT_S = 30.0   # after abort() the engine confirms with a final step; never wait forever
 EXECUTE_SETTLE_S = 0.01
+FINALIZE_TIMEOUT_S = 10.0
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -81,8 +82,10 @@ class TritonPythonModel:
         self.active: set[ActiveRequest] = set()
         self.by_key: dict[str, ActiveRequest] = {}
         self.tasks: set[asyncio.Task] = set()   # strong references: the loop keeps only weak ones
+        self.loop: asyncio.AbstractEventLoop | None = None   # the backend's loop, known from execute
 
     async def execute(self, requests):
+        self.loop = asyncio.get_running_loop()
         for request in requests:
             self._accept(request)
         # The stub runs this coroutine in the background and registers its future only after
@@ -92,10 +95,23 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
-        for entry in list(self.active):
-            entry.result.abort()
+        # Requests still running (an unload that timed out) are ended on the event loop, the
+        # only thread that may talk to Triton, before the engine and the metrics go away.
+        if self.loop is not None and self.active and self.loop.is_running():
+            ending = asyncio.run_coroutine_threadsafe(self._end_all(), self.loop)
+            try:
+                ending.result(timeout=FINALIZE_TIMEOUT_S)
+            except Exception as err:
+                self.logger.log_warn(f"tensorrt_llm: requests still running at unload: {err!r}")
         self.engine.shutdown()
         self.metrics.close()
+
+    async def _end_all(self) -> None:
+        for entry in list(self.active):
+            entry.stop_requested = True
+            entry.result.abort()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=FINALIZE_TIMEOUT_S / 2)
 
     # -- accepting a request (runs inside execute, on the event loop) -----------------
     def _accept(self, request) -> None:
