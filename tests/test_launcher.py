@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from triton_eagle.tritonserver import TritonServer, TritonServerError, free_ports, prepare_backend_dir, python_version
+from triton_eagle.tritonserver import (STOP_GRACE_S, TritonServer, TritonServerError, free_ports,
+                                      prepare_backend_dir, python_version)
 from triton_server import Stream, scalar, start_server
 
 pytestmark = pytest.mark.triton
@@ -57,7 +58,7 @@ def test_stop_with_streams_open_ends_within_the_exit_timeout_and_leaves_no_shm(t
                                          "streaming": scalar(True, bool)})
             assert not isinstance(stream.next(), Exception)   # generating
             streams.append(stream)
-        regions = set(server._shm_ours)
+        regions = set(server.owned_shm_regions)
         started = time.monotonic()
         server.stop()
         stop_s = time.monotonic() - started
@@ -65,6 +66,6 @@ def test_stop_with_streams_open_ends_within_the_exit_timeout_and_leaves_no_shm(t
         server.stop()
         for stream in streams:
             stream.close()
-    assert stop_s <= exit_timeout_s + 10, f"stop took {stop_s:.1f} s"
+    assert stop_s <= exit_timeout_s + STOP_GRACE_S, f"stop took {stop_s:.1f} s"
     assert regions, "the server mapped no python-backend shm region: nothing was checked"
     assert not [path for path in regions if os.path.exists(path)]

@@ -11,14 +11,13 @@ import os
 import queue
 import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pytest
 
-from triton_eagle.tritonserver import REPO_ROOT, TritonServer, free_ports
+from triton_eagle.tritonserver import LOCAL_OPENER, REPO_ROOT, TritonServer, free_ports
 
 DEFAULT_REPOSITORY = REPO_ROOT / "model_repository"
 LOG_DIR = REPO_ROOT / "build" / "test-logs"
@@ -49,7 +48,7 @@ def triton_server() -> Iterator[TritonServer]:
 
 def metric_values(server: TritonServer, name: str) -> dict[str, float]:
     """{labels text: value} of one metric family from the metrics port."""
-    with urllib.request.urlopen(server.metrics_url, timeout=5) as resp:
+    with LOCAL_OPENER.open(server.metrics_url, timeout=5) as resp:
         text = resp.read().decode()
     values = {}
     for match in re.finditer(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE):

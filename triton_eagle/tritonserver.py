@@ -42,6 +42,10 @@ HARMLESS_LOG_LINES = ("CudaDriverHelper", "NVML", "DCGM", "unable to create stre
 STOP_GRACE_S = 10.0   # beyond --exit-timeout-secs: model finalize and stub teardown
 
 
+# loopback only: an http_proxy in the environment must not see our health checks
+LOCAL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 class TritonServerError(RuntimeError):
     """The server could not start or stop; the message carries the log tail."""
 
@@ -224,7 +228,7 @@ class TritonServer:
         self.backend_dir = backend_dir
         self.process: subprocess.Popen | None = None
         self._shm_before: set[str] = set()
-        self._shm_ours: set[str] = set()
+        self.owned_shm_regions: set[str] = set()   # python-backend shm files our processes mapped
         self._log_file = None
 
     # -- addresses -------------------------------------------------------------------
@@ -281,7 +285,7 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        self._shm_ours |= _mapped_shm_regions(self._pids())
+        self.owned_shm_regions |= _mapped_shm_regions(self._pids())
         return self
 
     def wait_ready(self, timeout_s: float) -> None:
@@ -303,7 +307,7 @@ class TritonServer:
 
     def is_ready(self, url: str | None = None) -> bool:
         try:
-            with urllib.request.urlopen(url or f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
+            with LOCAL_OPENER.open(url or f"http://{self.http_url}/v2/health/ready", timeout=2) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -319,7 +323,7 @@ class TritonServer:
         process = self.process
         pgid = process.pid   # start_new_session: the server leads its own group
         if process.poll() is None:
-            self._shm_ours |= _mapped_shm_regions(self._pids())
+            self.owned_shm_regions |= _mapped_shm_regions(self._pids())
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=self.exit_timeout_s + STOP_GRACE_S)
@@ -357,7 +361,7 @@ class TritonServer:
             return
         in_use = _mapped_shm_regions(_all_pids())
         for path in new:
-            if path in self._shm_ours or path not in in_use:
+            if path in self.owned_shm_regions or path not in in_use:
                 try:
                     os.unlink(path)
                 except FileNotFoundError:
