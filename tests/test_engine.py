@@ -94,13 +94,18 @@ def test_france_question_answers_paris(engines, tokenizer):
     assert steps[-1].stats.drafting_steps >= 1
 
 
-@pytest.mark.parametrize("concurrency", [1, 4, 16])
-def test_speculative_greedy_equals_target_only_greedy(engines, tokenizer, concurrency):
-    draft_on, draft_off = engines
+@pytest.fixture(scope="module")
+def target_only_outputs(engines, tokenizer):
+    _, draft_off = engines
     prompts = [chat(tokenizer, text) for text in VARIED_PROMPTS]
-    params = SamplingParams(max_tokens=24)
-    expected = asyncio.run(run_concurrently(draft_off, prompts, params, concurrency))
-    got = asyncio.run(run_concurrently(draft_on, prompts, params, concurrency))
+    return prompts, asyncio.run(run_concurrently(draft_off, prompts, SamplingParams(max_tokens=20), 16))
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
+def test_speculative_greedy_equals_target_only_greedy(engines, target_only_outputs, concurrency):
+    draft_on, _ = engines
+    prompts, expected = target_only_outputs
+    got = asyncio.run(run_concurrently(draft_on, prompts, SamplingParams(max_tokens=20), concurrency))
     for text, want, have in zip(VARIED_PROMPTS, expected, got):
         assert have == want, text
 
@@ -193,8 +198,12 @@ def test_max_batch_size_queues_the_rest(engine_config, engines, tokenizer):
 def test_generation_stops_at_max_seq_len(engines, tokenizer):
     draft_on, _ = engines
     prompt = chat(tokenizer, "Tell me a fun fact about octopuses.")
-    tokens, steps = asyncio.run(collect(draft_on, prompt, SamplingParams(max_tokens=2000, ignore_eos=True)))
-    assert len(prompt) + len(tokens) == draft_on.max_seq_len
+    short = ReferenceEngine(draft_on.target, draft_on.decoder.draft, draft_len=3, max_seq_len=len(prompt) + 10)
+    try:
+        tokens, steps = asyncio.run(collect(short, prompt, SamplingParams(max_tokens=2000, ignore_eos=True)))
+    finally:
+        short.shutdown()
+    assert len(prompt) + len(tokens) == short.max_seq_len
     assert steps[-1].finish_reason == "length"
 
 
