@@ -96,11 +96,12 @@ def _read_response(result, generation: Generation, started: float) -> None:
             generation.stats[name] = value.reshape(-1)[0].item()
 
 
-async def stream_generate(client, fields: dict[str, Any], model: str = "ensemble",
+async def stream_generate(client, fields: dict[str, Any] | list, model: str = "ensemble",
                           request_id: str = "", on_delta=None) -> Generation:
-    """One request over a gRPC stream of a `tritonclient.grpc.aio` client."""
+    """One request over a gRPC stream of a `tritonclient.grpc.aio` client (`fields`: a
+    request_fields dict, or ready-made InferInputs)."""
     done = asyncio.Event()
-    inputs = grpc_inputs(fields)
+    inputs = fields if isinstance(fields, list) else grpc_inputs(fields)
 
     async def requests():
         yield {"model_name": model, "inputs": inputs, "request_id": request_id}
