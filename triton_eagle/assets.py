@@ -332,4 +332,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {checkpoint_dir} in {time.perf_counter() - started_s:.1f} s")
     else:
         print(f"{checkpoint_dir} is complete; nothing to do (--force converts again)")
+    from triton_eagle.draft_assets import ensure_eagle3_head
+
+    print(f"EAGLE-3 head: {ensure_eagle3_head(checkpoint_dir, Path(args.out))}")
     return 0
