@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 MODELS := models
 HOST_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
 
 .PHONY: setup serve test bench clean-models
 
@@ -26,7 +28,7 @@ $(MODELS)/.ready: $(VENV)/.installed
 setup: $(MODELS)/.ready
 
 serve: setup
-	$(BIN)/triton-eagle serve --http-port $(HOST_PORT)
+	$(BIN)/triton-eagle serve --demo --http-port $(HOST_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 test: setup
 	$(BIN)/python -m pytest -q

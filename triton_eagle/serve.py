@@ -65,6 +65,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-verbose", type=int, default=0)
     parser.add_argument("--model", action="append", default=None, metavar="NAME",
                         help="load only this model (repeatable; an ensemble brings its steps)")
+    parser.add_argument("--demo", action="store_true",
+                        help="once ready, stream one answer through the ensemble and print its stats")
+
+
+def _demo(grpc_url: str) -> None:
+    """Show the path working end to end: one streamed answer with its speculative stats."""
+    from triton_eagle.generate import add_arguments as generate_arguments, run as generate
+
+    parser = argparse.ArgumentParser()
+    generate_arguments(parser)
+    question = "What is the capital of France?"
+    print(f"# demo: triton-eagle generate --url {grpc_url} {question!r}")
+    generate(parser.parse_args(["--url", grpc_url, "--max-tokens", "48", question]))
+    print(flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         print(CURL_EXAMPLE.format(**ports) + "\n")
         print("# stream over gRPC with tritonclient:")
         print(GRPC_EXAMPLE.format(**ports) + "\n")
+        if args.demo:
+            _demo(server.grpc_url)
         print("Ctrl-C stops the server.", flush=True)
         while not stop_requested.wait(timeout=1.0):
             if not server.running():
