@@ -12,6 +12,8 @@ COMMANDS = {
     "generate": "triton_eagle.generate",
     "bench-engine": "triton_eagle.bench_engine",
     "bench-serving": "triton_eagle.bench_serving",
+    "train-draft": "triton_eagle.train_draft",
+    "eval-acceptance": "triton_eagle.eval_acceptance",
 }
 
 

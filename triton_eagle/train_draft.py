@@ -1,0 +1,162 @@
+"""Train an EAGLE-3 draft head for the target on the CPU (needs the `train` extra: torch).
+
+One command, start to finish: prompts from packaged text -> greedy answers by the target on
+the reference engine -> the target's hidden states at the captured layers -> draft
+vocabulary -> training-time-test training in torch -> a head folder in the public layout.
+Answers and hidden states are cached under --work-dir and reused when their settings match.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+MAX_FLOAT32_HEAD_BYTES = 30 * 1024 * 1024   # above this the head is stored in bfloat16
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="models/SmolLM2-135M-Instruct", help="target checkpoint folder")
+    parser.add_argument("--out", default="heads/SmolLM2-135M-Instruct-Eagle3", help="head folder to write")
+    parser.add_argument("--work-dir", default="out/train-draft", help="cache for answers and hidden states")
+    parser.add_argument("--num-prompts", type=int, default=400)
+    parser.add_argument("--max-new-tokens", type=int, default=192)
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight while synthesizing")
+    parser.add_argument("--layers", type=int, nargs="+", default=[1, 14, 26],
+                        help="target layers to capture (-1 = final normed state)")
+    parser.add_argument("--draft-vocab", type=int, default=8192)
+    parser.add_argument("--init-layer", type=int, default=-2,
+                        help="target layer the draft layer starts from (negative counts from the end)")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--ttt-steps", type=int, default=3, help="draft steps unrolled in training")
+    parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--tokens-per-batch", type=int, default=2048)
+    parser.add_argument("--val-every", type=int, default=20, help="every N-th conversation is held out")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _cached(path: Path, settings: dict) -> bool:
+    meta = path.with_suffix(".json")
+    return path.is_file() and meta.is_file() and json.loads(meta.read_text()) == settings
+
+
+def _mark(path: Path, settings: dict) -> None:
+    path.with_suffix(".json").write_text(json.dumps(settings, indent=1))
+
+
+def export_head(out_dir: Path, config: dict, weights: dict[str, np.ndarray]) -> str:
+    """Write config.json + model.safetensors; bfloat16 when float32 would be too large to commit."""
+    from python_backend.reference.eagle3 import save_eagle3_head
+
+    float_bytes = sum(w.nbytes for w in weights.values() if w.dtype == np.float32)
+    if float_bytes <= MAX_FLOAT32_HEAD_BYTES:
+        save_eagle3_head(out_dir, {**config, "torch_dtype": "float32"}, weights)
+        return "float32"
+    # numpy has no bfloat16: write through torch (the numpy loader widens it back)
+    import torch
+    from safetensors.torch import save_file
+
+    save_eagle3_head(out_dir, {**config, "torch_dtype": "bfloat16"}, {})
+    tensors = {key: torch.from_numpy(np.ascontiguousarray(w)).to(torch.bfloat16) if w.dtype == np.float32
+               else torch.from_numpy(np.ascontiguousarray(w)) for key, w in weights.items()}
+    save_file(tensors, str(out_dir / "model.safetensors"))
+    return "bfloat16"
+
+
+def run(args) -> int:
+    try:
+        import torch
+    except ImportError:
+        print("train-draft needs torch: pip install -e '.[train]'")
+        return 2
+    from ensemble.tokenizer import load_tokenizer
+    from python_backend.reference.eagle3 import resolve_layers_to_capture
+    from python_backend.reference.llama import LlamaModel
+    from python_backend.training.head_model import head_config, head_from_target_config
+    from python_backend.training.hidden_states import record_hidden_states
+    from python_backend.training.prompts import training_prompts
+    from python_backend.training.synthesize import generate_answers, load_conversations, save_conversations
+    from python_backend.training.ttt import Example, TrainSettings, train
+    from python_backend.training.vocab import build_draft_vocab
+
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = LlamaModel.from_pretrained(args.model)
+    target_config = json.loads((Path(args.model) / "config.json").read_text())
+    tokenizer = load_tokenizer(args.model)
+    layers = resolve_layers_to_capture(args.layers, target.num_layers)
+
+    # a. data: greedy answers by the target
+    prompts = training_prompts(args.num_prompts, seed=args.seed)
+    data_settings = {"model": str(Path(args.model).resolve()), "max_new_tokens": args.max_new_tokens,
+                     "prompts_sha256": hashlib.sha256("\0".join(prompts).encode()).hexdigest()}
+    conversations_path = work_dir / "conversations.npz"
+    if _cached(conversations_path, data_settings):
+        conversations = load_conversations(conversations_path)
+        print(f"answers: reusing {conversations_path}")
+    else:
+        print(f"answers: {len(prompts)} prompts, greedy, up to {args.max_new_tokens} tokens")
+        conversations = generate_answers(target, tokenizer, prompts, args.max_new_tokens, args.concurrency)
+        save_conversations(conversations_path, conversations)
+        _mark(conversations_path, data_settings)
+    synthesis_s = time.perf_counter() - started
+
+    # b. the target's hidden states at the captured layers
+    features_path = work_dir / "features.npy"
+    feature_settings = {**data_settings, "layers": layers}
+    if _cached(features_path, feature_settings):
+        features = np.load(features_path, mmap_mode="r")
+        print(f"hidden states: reusing {features_path}")
+    else:
+        features = record_hidden_states(target, conversations, layers)
+        np.save(features_path, features)
+        _mark(features_path, feature_settings)
+
+    examples, offset = [], 0
+    for conversation in conversations:
+        tokens = np.asarray(conversation.prompt_ids + conversation.answer_ids, dtype=np.int64)
+        examples.append(Example(tokens, np.asarray(features[offset:offset + len(tokens)], dtype=np.float32),
+                                answer_start=len(conversation.prompt_ids)))
+        offset += len(tokens)
+    val_examples = examples[::args.val_every]
+    train_examples = [e for i, e in enumerate(examples) if i % args.val_every]
+
+    # c. draft vocabulary from the training answers, then training-time-test training
+    train_answers = [c.answer_ids for i, c in enumerate(conversations) if i % args.val_every]
+    vocab = build_draft_vocab(train_answers, target.config.vocab_size, args.draft_vocab)
+    val_answer_ids = np.concatenate([e.token_ids[e.answer_start:] for e in val_examples])
+    print(f"data: {len(train_examples)} train / {len(val_examples)} held-out conversations, "
+          f"{sum(len(a) for a in train_answers)} train answer tokens; draft vocab {args.draft_vocab} covers "
+          f"{vocab.coverage(val_answer_ids):.1%} of held-out answer tokens")
+
+    head = head_from_target_config(target_config, len(layers), args.draft_vocab, target.embed_tokens)
+    init_layer = args.init_layer % target.num_layers
+    # fc starts by passing through the deepest captured layer (closest to what the LM head reads)
+    fc_source = max(range(len(layers)), key=lambda i: layers[i] % (target.num_layers + 1))
+    head.initialise_from_target(target, init_layer, vocab.draft_target_ids, fc_source, args.seed)
+    settings = TrainSettings(epochs=args.epochs, ttt_steps=args.ttt_steps, learning_rate=args.lr,
+                             tokens_per_batch=args.tokens_per_batch, seed=args.seed)
+    history = train(head, train_examples, val_examples, vocab, settings)
+
+    weights = {**head.state_in_public_layout(), "d2t": vocab.d2t, "t2d": vocab.t2d}
+    dtype = export_head(Path(args.out), head_config(target_config, layers, args.draft_vocab, "float32"), weights)
+    summary = {
+        "target": Path(args.model).name, "layers_to_capture": layers, "draft_vocab_size": args.draft_vocab,
+        "init_layer": init_layer, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "train_conversations": len(train_examples), "heldout_conversations": len(val_examples),
+        "train_tokens": int(sum(len(e.token_ids) for e in train_examples)),
+        "train_answer_tokens": int(sum(len(a) for a in train_answers)),
+        "draft_vocab_heldout_coverage": round(vocab.coverage(val_answer_ids), 4),
+        "settings": vars(settings), "history": history, "dtype": dtype,
+        "synthesis_seconds": round(synthesis_s, 1), "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    (Path(args.out) / "training_log.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"head written to {args.out} ({dtype}); held-out expected acceptance length "
+          f"{history[f'epoch_{args.epochs}']['expected_acceptance_length']}; total {summary['total_seconds']} s")
+    return 0
