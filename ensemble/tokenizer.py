@@ -1,4 +1,11 @@
-"""The checkpoint's tokenizer, loaded once per model instance (never per request).
+"""The tokenizer and chat format, loaded once per model instance (never per request).
+
+Every chat format offers the same interface, so preprocessing and postprocessing never
+ask which one they run: `encode_plain`, `render_chat(messages, reasoning_effort=None)`,
+`decode`, `eos_token_id`, `pad_token_id`, `vocab_size`, `stop_token_ids` (ids besides eos
+that end the assistant's turn), `reasoning_efforts` (accepted values; empty when the format
+has none) and `new_output_parser(stop_strings)` (None when the text has no channels; else
+a per-request parser splitting answer and reasoning, ensemble/chat_formats/output.py).
 
 User text is always plain text: a client who types "<|im_start|>" gets the
 tokens of those characters, never the control token, so nobody can forge a
@@ -13,7 +20,11 @@ from typing import Sequence
 
 
 class TextTokenizer:
-    """What the Triton models need from a checkpoint's tokenizer (transformers' fast tokenizer)."""
+    """The `chatml` format: the checkpoint's tokenizer.json and chat template (transformers)."""
+
+    chat_format = "chatml"
+    reasoning_efforts: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
 
     def __init__(self, hf_tokenizer):
         if hf_tokenizer.chat_template is None:
@@ -37,13 +48,15 @@ class TextTokenizer:
         with self._encode_lock:
             return list(self._hf.encode(text, add_special_tokens=False, split_special_tokens=True))
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def render_chat(self, messages: Sequence[dict[str, str]], reasoning_effort: str | None = None) -> list[int]:
         """The checkpoint's chat template with the generation prompt, tokenized.
 
         transformers' `sanitize_control_tokens` marks control-token strings inside
         the messages and encodes them as text; everything else is encoded exactly as
         the template's own output, so ordinary chats match `apply_chat_template`.
         """
+        if reasoning_effort is not None:
+            raise ValueError("reasoning_effort: the chatml format has no reasoning effort setting")
         with self._encode_lock:
             ids = self._hf.apply_chat_template(
                 [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -55,9 +68,35 @@ class TextTokenizer:
         """Text of `ids`: special tokens skipped, spaces left as the model wrote them."""
         return self._backend.decode([int(i) for i in ids], skip_special_tokens=True)
 
+    def new_output_parser(self, stop_strings: Sequence[str] = ()) -> None:
+        return None   # no channels: postprocessing decodes statelessly (ensemble/detokenizer.py)
 
-def load_tokenizer(directory: str | os.PathLike) -> TextTokenizer:
-    """Load the tokenizer of a local checkpoint folder; never touches the network."""
+
+def load_tokenizer(directory: str | os.PathLike, chat_format: str | None = None,
+                   reasoning_effort: str | None = None):
+    """The chat format's tokenizer (`chat_format` None: the one the folder's config.json
+    implies). Never touches the network. `reasoning_effort`: the default for requests
+    that send none (formats that have the setting only)."""
+    from ensemble.chat_formats import CHAT_FORMATS, detect_chat_format
+
+    chat_format = chat_format or detect_chat_format(directory)
+    if chat_format not in CHAT_FORMATS:
+        raise ValueError(f"chat_format must be one of {', '.join(CHAT_FORMATS)}, got {chat_format!r}")
+    if chat_format == "harmony":
+        from ensemble.chat_formats.harmony import HarmonyTokenizer
+
+        return HarmonyTokenizer(reasoning_effort)
+    if reasoning_effort is not None:
+        raise ValueError(f"reasoning_effort: the {chat_format} chat format has no reasoning effort setting "
+                         "(remove it from the engine config)")
+    if chat_format == "qwen3":
+        from ensemble.chat_formats.qwen3 import Qwen3Tokenizer
+
+        return Qwen3Tokenizer()
+    return _load_hf_tokenizer(directory)
+
+
+def _load_hf_tokenizer(directory: str | os.PathLike) -> TextTokenizer:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer  # slow import (~1 s): only where a tokenizer is needed
 
