@@ -14,6 +14,7 @@ COMMANDS = {
     "bench-serving": "triton_eagle.bench_serving",
     "train-draft": "triton_eagle.train_draft",
     "eval-acceptance": "triton_eagle.eval_acceptance",
+    "loadtest": "loadtest.cli",
 }
 
 
