@@ -10,6 +10,7 @@ COMMANDS = {
     "assets": "triton_eagle.assets",
     "serve": "triton_eagle.serve",
     "generate": "triton_eagle.generate",
+    "repo": "triton_eagle.repo",
     "bench-engine": "triton_eagle.bench_engine",
     "bench-serving": "triton_eagle.bench_serving",
     "train-draft": "triton_eagle.train_draft",
