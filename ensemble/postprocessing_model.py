@@ -8,6 +8,12 @@ It never returns an error: an error after the decoupled engine model leaks the
 ensemble request (the client never sees a final response). An internal problem is
 logged and answered with an empty text.
 
+Formats with channels (Harmony, Qwen3 <think>) are the exception to statelessness: which
+output a token belongs to can depend on a marker far behind the context window, so one
+`OutputParser` per request (keyed by REQUEST_UUID) is kept from its first response to its
+final one; the answer goes to OUTPUT, the reasoning to OUT_REASONING. ChatML requests
+answer an empty OUT_REASONING.
+
 Cancellation: Triton does not tell a decoupled model inside an ensemble that its
 client went away, but the step after it sees `request.is_cancelled()`. Then we send
 the engine model its `stop` form (request_uuid + stop=true) by BLS, once per request.
@@ -31,6 +37,9 @@ except ImportError:  # outside tritonserver (unit tests): the plain functions st
 
 DEFAULT_ENGINE_MODEL = "tensorrt_llm"
 STOPPED_IDS_REMEMBERED = 4096   # a cancelled stream's later responses must not re-send the stop
+# far above the requests in flight (the engine's max_batch_size plus its queue): only a stream
+# whose final response never came (a crash) is ever evicted
+PARSERS_REMEMBERED = 16384
 
 # Stats the engine model computes, passed through unchanged: input -> (output, type)
 STATS: dict[str, tuple[str, str]] = {
@@ -54,6 +63,7 @@ INPUTS: dict[str, tuple[str, list[int]]] = {
 }
 OUTPUTS: dict[str, tuple[str, list[int]]] = {
     "OUTPUT": ("TYPE_STRING", [-1]),
+    "OUT_REASONING": ("TYPE_STRING", [-1]),      # reasoning delta (analysis channel, <think>); "" for ChatML
     "OUT_FINISH_REASON": ("TYPE_STRING", [1]),
     **{output: (data_type, [1]) for output, data_type in STATS.values()},
 }
@@ -94,23 +104,65 @@ def read_step(inputs: Mapping[str, np.ndarray]) -> EngineStep:
                       stop_strings=stop_strings)
 
 
+class OutputParsers:
+    """The per-request output parsers of a format with channels, from first to final response."""
+
+    def __init__(self, tokenizer, capacity: int = PARSERS_REMEMBERED):
+        self._tokenizer = tokenizer
+        self._capacity = capacity
+        self._parsers: OrderedDict[str, object] = OrderedDict()
+        self.has_channels = tokenizer.new_output_parser(()) is not None
+
+    def get(self, step: EngineStep):
+        """The parser of the step's request (None for formats without channels)."""
+        if not self.has_channels:
+            return None
+        if not step.request_uuid:   # nothing to key on: one response is the whole request
+            return self._tokenizer.new_output_parser(step.stop_strings)
+        parser = self._parsers.get(step.request_uuid)
+        if parser is None:
+            parser = self._parsers[step.request_uuid] = self._tokenizer.new_output_parser(step.stop_strings)
+            while len(self._parsers) > self._capacity:
+                self._parsers.popitem(last=False)
+        else:
+            self._parsers.move_to_end(step.request_uuid)
+        return parser
+
+    def release(self, request_uuid: str) -> None:
+        self._parsers.pop(request_uuid, None)
+
+    def __len__(self) -> int:
+        return len(self._parsers)
+
+
 def postprocess(inputs: Mapping[str, np.ndarray], tokenizer, cancelled: bool = False,
-                log_error=None) -> dict[str, np.ndarray]:
+                log_error=None, parsers: OutputParsers | None = None) -> dict[str, np.ndarray]:
     """One engine response's arrays -> the output arrays (each with the batch dim of 1).
 
-    Never raises: on a problem it logs through `log_error` and answers an empty text.
+    `parsers` keeps a stream's parser between its responses (formats with channels); without
+    it each call is taken as a whole request. Never raises: on a problem it logs through
+    `log_error` and answers an empty text.
     """
-    text, finish_reason = "", ""
+    text, reasoning, finish_reason = "", "", ""
+    step = None
     try:
         step = read_step(inputs)
         finish_reason = step.finish_reason
         if not cancelled:
-            text = text_delta(tokenizer, step.context_ids, step.new_ids, step.stop_strings, step.final)
+            parser = (parsers if parsers is not None else OutputParsers(tokenizer)).get(step)
+            if parser is None:
+                text = text_delta(tokenizer, step.context_ids, step.new_ids, step.stop_strings, step.final)
+            else:
+                text, reasoning = parser.feed(step.new_ids, step.final)
     except Exception as err:
         if log_error is not None:
             log_error(f"postprocessing: answering an empty text after an internal error: {err!r}")
+    finally:
+        if parsers is not None and step is not None and step.final:
+            parsers.release(step.request_uuid)
     outputs = {
         "OUTPUT": np.array([[text.encode("utf-8")]], dtype=object),
+        "OUT_REASONING": np.array([[reasoning.encode("utf-8")]], dtype=object),
         "OUT_FINISH_REASON": np.array([[finish_reason.encode("utf-8")]], dtype=object),
     }
     for name, (output, data_type) in STATS.items():
@@ -163,7 +215,9 @@ class TritonPythonModel:
 
         model_config = json.loads(args["model_config"])
         engine_config = load_engine_config(engine_config_path(args["model_repository"], model_config))
-        self.tokenizer = load_tokenizer(engine_config.tokenizer_dir)
+        self.tokenizer = load_tokenizer(engine_config.tokenizer_dir, engine_config.chat_format,
+                                        engine_config.reasoning_effort)
+        self.parsers = OutputParsers(self.tokenizer)
         self.engine_model = model_parameter(model_config, "engine_model", DEFAULT_ENGINE_MODEL)
         self.stopped_ids: OrderedDict[str, None] = OrderedDict()
 
@@ -183,7 +237,7 @@ class TritonPythonModel:
                 self._stop_engine_request(arrays)
         except Exception as err:
             pb_utils.Logger.log_error(f"postprocessing: reading a response failed: {err!r}")
-        outputs = postprocess(arrays, self.tokenizer, cancelled, pb_utils.Logger.log_error)
+        outputs = postprocess(arrays, self.tokenizer, cancelled, pb_utils.Logger.log_error, self.parsers)
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor(name, array) for name, array in outputs.items()])
 

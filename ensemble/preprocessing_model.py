@@ -32,6 +32,7 @@ MAX_STOP_STRING_BYTES = 256   # each one widens the context every streamed respo
 INPUTS: dict[str, tuple[str, list[int], str]] = {
     "QUERY": ("TYPE_STRING", [1], "text_input"),
     "MESSAGES": ("TYPE_STRING", [1], "messages"),
+    "REASONING_EFFORT": ("TYPE_STRING", [1], "reasoning_effort"),   # low | medium | high (Harmony)
     "REQUEST_OUTPUT_LEN": ("TYPE_INT32", [1], "max_tokens"),
     "STOP_WORDS_DICT": ("TYPE_STRING", [-1], "stop_words"),
     "BAD_WORDS_DICT": ("TYPE_STRING", [-1], "bad_words"),
@@ -133,8 +134,9 @@ def preprocess(inputs: Mapping[str, np.ndarray], tokenizer, max_seq_len: int) ->
     end_id = _token_id(reader.integer("END_ID", tokenizer.eos_token_id), "end_id", tokenizer.vocab_size)
     pad_id = _token_id(reader.integer("PAD_ID", tokenizer.pad_token_id), "pad_id", tokenizer.vocab_size)
 
+    reasoning_effort = _reasoning_effort(reader, tokenizer)
     try:
-        input_ids = tokenizer.render_chat(chat)
+        input_ids = tokenizer.render_chat(chat, reasoning_effort=reasoning_effort)
     except ValueError as err:   # e.g. a template that rejects the roles' order
         raise InputError(f"{prompt_from}: the chat template refused it: {err}") from None
     if len(input_ids) >= max_seq_len:
@@ -143,6 +145,21 @@ def preprocess(inputs: Mapping[str, np.ndarray], tokenizer, max_seq_len: int) ->
     return PreprocessedRequest(input_ids=input_ids, max_tokens=max_tokens, stop_strings=stop_strings,
                                bad_words_ids=bad_words, end_id=end_id, pad_id=pad_id,
                                request_uuid=uuid.uuid4().hex)
+
+
+def _reasoning_effort(reader: "_Reader", tokenizer) -> str | None:
+    """The request's reasoning effort; None (the engine config's default) when not sent or empty."""
+    raw = reader.scalar("REASONING_EFFORT")
+    effort = decode_utf8(raw, "reasoning_effort").strip().lower() if raw is not None else ""
+    if not effort:
+        return None
+    accepted = tuple(getattr(tokenizer, "reasoning_efforts", ()))
+    if not accepted:
+        raise InputError(f"reasoning_effort: the {getattr(tokenizer, 'chat_format', 'chatml')} chat format of this "
+                         "deployment has no reasoning effort setting; do not send it")
+    if effort not in accepted:
+        raise InputError(f"reasoning_effort: must be one of {', '.join(accepted)}, got {effort!r}")
+    return effort
 
 
 def stop_strings_from(words: Sequence[str]) -> tuple[str, ...]:
@@ -254,8 +271,10 @@ class TritonPythonModel:
         config_path = engine_config_path(args["model_repository"], model_config)
         engine_config = load_engine_config(config_path)
         self.max_seq_len = engine_config.max_seq_len
-        self.tokenizer = load_tokenizer(engine_config.tokenizer_dir)
-        pb_utils.Logger.log_info(f"preprocessing: tokenizer {engine_config.tokenizer_dir}, "
+        self.tokenizer = load_tokenizer(engine_config.tokenizer_dir, engine_config.chat_format,
+                                        engine_config.reasoning_effort)
+        pb_utils.Logger.log_info(f"preprocessing: {engine_config.chat_format} chat format, "
+                                 f"tokenizer {engine_config.tokenizer_dir}, "
                                  f"max_seq_len {self.max_seq_len} (from {config_path})")
 
     def execute(self, requests):
