@@ -1,0 +1,1 @@
+from tensorrt_llm.executor.result import CompletionOutput  # noqa: F401
