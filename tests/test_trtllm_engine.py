@@ -321,3 +321,14 @@ def test_other_releases_get_a_version_warning_and_other_engines_are_refused(tmp_
     with pytest.raises(ConfigError, match="engine: TrtllmEngine serves `engine: trtllm`"):
         TrtllmEngine.from_config(parse_engine_config({"model": str(tmp_path)}))
     assert _model_vocab_size(str(tmp_path)) is None       # no config.json: the tokenizer's size is used
+
+
+def test_counters_never_decrease_when_an_iteration_ends_on_the_end_token(gpt_oss_engine):
+    # iteration 3 yields only the end token: tokens - iterations would drop by one
+    engine, _ = gpt_oss_engine([100, 101, 102, 103, 200002], tokens_per_step=[3, 1])
+    _, steps = run(collect(engine, [1], SamplingParams(max_tokens=64)))
+    assert [len(s.token_ids_diff) for s in steps] == [1, 3, 0]
+    accepted = [s.stats.total_accepted_draft_tokens for s in steps]
+    drafted = [s.stats.total_draft_tokens for s in steps]
+    assert accepted == sorted(accepted) and drafted == sorted(drafted)
+    assert all(a <= d for a, d in zip(accepted, drafted))

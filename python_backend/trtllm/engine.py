@@ -105,6 +105,7 @@ class TrtllmResult:
         self.request_id = output.request_id
         self.finished = False
         self._responses_with_tokens = 0
+        self._last_stats = SpeculativeStats()
 
     def abort(self) -> None:
         if not self.finished:
@@ -162,9 +163,14 @@ class TrtllmResult:
             drafted = max(drafting_steps * self._draft_len, accepted)
         else:
             drafted = accepted = 0
-        return SpeculativeStats(total_draft_tokens=drafted, total_accepted_draft_tokens=accepted,
-                                drafting_steps=drafting_steps, generation_steps=iterations,
-                                output_tokens=output_tokens)
+        # counters only grow (an iteration ending on a stripped stop token adds no tokens)
+        previous = self._last_stats
+        accepted = max(accepted, previous.total_accepted_draft_tokens)
+        self._last_stats = SpeculativeStats(
+            total_draft_tokens=max(drafted, accepted, previous.total_draft_tokens),
+            total_accepted_draft_tokens=accepted, drafting_steps=max(drafting_steps, previous.drafting_steps),
+            generation_steps=max(iterations, previous.generation_steps), output_tokens=output_tokens)
+        return self._last_stats
 
 
 def _timing(metrics) -> TimingStats:
