@@ -50,7 +50,7 @@ def test_training_unroll_equals_engine_chained_drafting(layers):
     captured = rng.standard_normal((LENGTH, len(layers) * HIDDEN)).astype(np.float32)
     batch = collate([Example(tokens, captured, answer_start=0)], vocab, ttt_steps=3)
     with torch.no_grad():
-        step_logits = [logits[0].numpy() for logits in unroll(head, batch)]
+        step_logits = [head.logits(hidden)[0].numpy() for hidden in unroll(head, batch)]
 
     features = draft.fuse(captured)
     # step 0 over the whole sequence: rows j take (x_{j+1}, f_j)

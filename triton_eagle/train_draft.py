@@ -28,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[1, 14, 26],
                         help="target layers to capture (-1 = final normed state)")
     parser.add_argument("--draft-vocab", type=int, default=8192)
-    parser.add_argument("--init-layer", type=int, default=-2,
-                        help="target layer the draft layer starts from (negative counts from the end)")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--init-layer", type=int, default=None,
+                        help="target layer the draft layer starts from (default: the one after the deepest "
+                             "captured layer; the last layer when capturing -1)")
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--ttt-steps", type=int, default=3, help="draft steps unrolled in training")
-    parser.add_argument("--lr", type=float, default=6e-4)
-    parser.add_argument("--tokens-per-batch", type=int, default=2048)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--tokens-per-batch", type=int, default=1024)
     parser.add_argument("--val-every", type=int, default=20, help="every N-th conversation is held out")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
@@ -136,16 +137,15 @@ def run(args) -> int:
           f"{vocab.coverage(val_answer_ids):.1%} of held-out answer tokens")
 
     head = head_from_target_config(target_config, len(layers), args.draft_vocab, target.embed_tokens)
-    init_layer = args.init_layer % target.num_layers
-    # fc starts by passing through the deepest captured layer (closest to what the LM head reads)
+    # fc starts by passing through the deepest captured layer (closest to what the LM head reads),
+    # and the draft layer as the target layer that reads that state
     fc_source = max(range(len(layers)), key=lambda i: layers[i] % (target.num_layers + 1))
+    deepest = layers[fc_source]
+    init_layer = args.init_layer if args.init_layer is not None else (
+        target.num_layers - 1 if deepest == -1 else min(deepest + 1, target.num_layers - 1))
     head.initialise_from_target(target, init_layer, vocab.draft_target_ids, fc_source, args.seed)
     settings = TrainSettings(epochs=args.epochs, ttt_steps=args.ttt_steps, learning_rate=args.lr,
                              tokens_per_batch=args.tokens_per_batch, seed=args.seed)
-    history = train(head, train_examples, val_examples, vocab, settings)
-
-    weights = {**head.state_in_public_layout(), "d2t": vocab.d2t, "t2d": vocab.t2d}
-    dtype = export_head(Path(args.out), head_config(target_config, layers, args.draft_vocab, "float32"), weights)
     summary = {
         "target": Path(args.model).name, "layers_to_capture": layers, "draft_vocab_size": args.draft_vocab,
         "init_layer": init_layer, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
@@ -153,10 +153,19 @@ def run(args) -> int:
         "train_tokens": int(sum(len(e.token_ids) for e in train_examples)),
         "train_answer_tokens": int(sum(len(a) for a in train_answers)),
         "draft_vocab_heldout_coverage": round(vocab.coverage(val_answer_ids), 4),
-        "settings": vars(settings), "history": history, "dtype": dtype,
-        "synthesis_seconds": round(synthesis_s, 1), "total_seconds": round(time.perf_counter() - started, 1),
+        "settings": vars(settings), "synthesis_seconds": round(synthesis_s, 1),
     }
-    (Path(args.out) / "training_log.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"head written to {args.out} ({dtype}); held-out expected acceptance length "
+
+    def save(history: dict) -> None:
+        # after every epoch: an interrupted run still leaves its latest head
+        weights = {**head.state_in_public_layout(), "d2t": vocab.d2t, "t2d": vocab.t2d}
+        summary["dtype"] = export_head(Path(args.out), head_config(target_config, layers, args.draft_vocab,
+                                                                    "float32"), weights)
+        summary["history"] = history
+        summary["total_seconds"] = round(time.perf_counter() - started, 1)
+        (Path(args.out) / "training_log.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+    history = train(head, train_examples, val_examples, vocab, settings, after_epoch=save)
+    print(f"head written to {args.out} ({summary['dtype']}); held-out expected acceptance length "
           f"{history[f'epoch_{args.epochs}']['expected_acceptance_length']}; total {summary['total_seconds']} s")
     return 0

@@ -63,12 +63,12 @@ class Eagle3Head(nn.Module):
         return angles.cos().float(), angles.sin().float()
 
     def step(self, token_ids: torch.Tensor, features: torch.Tensor, step_index: int,
-             past_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+             past_kv: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """One draft step over whole sequences.
 
         token_ids (B, T), features (B, T, hidden); past_kv: the (keys, values) of steps
         0..step_index-1, each (B, kv_heads, T, D). Appends this step's keys/values to past_kv.
-        Returns (hidden_out (B, T, hidden) pre-norm, logits (B, T, draft_vocab)).
+        Returns hidden_out (B, T, hidden), pre-norm: the next step's features (`logits` reads it).
         """
         batch, length, _ = features.shape
         x = torch.cat([rms_norm(self.embed_tokens[token_ids], self.input_layernorm, self.eps),
@@ -97,7 +97,11 @@ class Eagle3Head(nn.Module):
         hidden = features + self.o_proj(attended)
         mlp_in = rms_norm(hidden, self.post_attention_layernorm, self.eps)
         hidden = hidden + self.down_proj(nn.functional.silu(self.gate_proj(mlp_in)) * self.up_proj(mlp_in))
-        return hidden, self.lm_head(rms_norm(hidden, self.norm, self.eps))
+        return hidden
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Draft-vocab logits of hidden_out rows (training computes them only for rows with a target)."""
+        return self.lm_head(rms_norm(hidden, self.norm, self.eps))
 
     # -- checkpoint I/O (public LlamaForCausalLMEagle3 keys) -------------------------------
     def initialise_from_target(self, target, layer_index: int, draft_target_ids: np.ndarray,

@@ -94,23 +94,22 @@ def collate(examples: list[Example], vocab: DraftVocab, ttt_steps: int) -> Batch
 
 
 def unroll(head: Eagle3Head, batch: Batch) -> list[torch.Tensor]:
-    """Logits of each draft step, (B, T, draft_vocab) each."""
+    """hidden_out of each draft step, (B, T, hidden) each."""
     features = head.fuse(batch.features)
     past_kv: list = []
-    all_logits = []
+    all_hidden = []
     for k, token_ids in enumerate(batch.inputs):
-        features, logits = head.step(token_ids, features, k, past_kv)
-        all_logits.append(logits)
-    return all_logits
+        features = head.step(token_ids, features, k, past_kv)
+        all_hidden.append(features)
+    return all_hidden
 
 
 def batch_loss(head: Eagle3Head, batch: Batch) -> tuple[torch.Tensor, list[float], list[int]]:
     """(weighted loss, per-step correct counts, per-step target counts)."""
-    all_logits = unroll(head, batch)
     loss = torch.zeros(())
     correct, counted = [], []
-    for k, (logits, targets, mask) in enumerate(zip(all_logits, batch.targets, batch.masks)):
-        selected = logits[mask]
+    for k, (hidden, targets, mask) in enumerate(zip(unroll(head, batch), batch.targets, batch.masks)):
+        selected = head.logits(hidden[mask])
         if len(selected):
             loss = loss + STEP_DECAY ** k * torch.nn.functional.cross_entropy(selected, targets[mask])
         correct.append(int((selected.argmax(-1) == targets[mask]).sum()))
@@ -130,7 +129,7 @@ def evaluate(head: Eagle3Head, batches: list[Batch]) -> dict:
     correct = counted = None
     losses, accepted_sum, chain_rows = [], 0, 0
     for batch in batches:
-        all_logits = unroll(head, batch)
+        all_logits = [head.logits(hidden) for hidden in unroll(head, batch)]
         step_correct = []
         loss = 0.0
         for k, (logits, targets, mask) in enumerate(zip(all_logits, batch.targets, batch.masks)):
@@ -153,7 +152,8 @@ def evaluate(head: Eagle3Head, batches: list[Batch]) -> dict:
 
 
 def train(head: Eagle3Head, train_examples: list[Example], val_examples: list[Example], vocab: DraftVocab,
-          settings: TrainSettings, log=print) -> dict:
+          settings: TrainSettings, log=print, after_epoch=None) -> dict:
+    """Train in place; `after_epoch(history)` runs after each epoch (the caller saves the head there)."""
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     val_batches = make_batches(val_examples, vocab, settings.ttt_steps, settings.tokens_per_batch, None)
@@ -184,13 +184,15 @@ def train(head: Eagle3Head, train_examples: list[Example], val_examples: list[Ex
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
             optimizer.step()
-            epoch_loss += float(loss)
+            epoch_loss += float(loss.detach())
             epoch_batches += 1
             step += 1
         val = evaluate(head, val_batches)
         history[f"epoch_{epoch + 1}"] = {"train_loss": round(epoch_loss / epoch_batches, 4), **val}
         log(f"  epoch {epoch + 1}/{settings.epochs}: train loss {epoch_loss / epoch_batches:.4f}  val {val}  "
             f"({time.perf_counter() - start:.0f} s)")
-    history["optimizer_steps"] = step
-    history["train_seconds"] = round(time.perf_counter() - start, 1)
+        history["optimizer_steps"] = step
+        history["train_seconds"] = round(time.perf_counter() - start, 1)
+        if after_epoch is not None:
+            after_epoch(history)
     return history
