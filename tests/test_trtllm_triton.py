@@ -147,3 +147,37 @@ def test_cancelled_stream_aborts_the_tensorrt_llm_request(deployment):
     assert wait_for(lambda: len(calls(model, "abort")) > aborts_before, timeout_s=20)
     time.sleep(0.2)
     assert generate(server, "Still serving")[:2] == (FINAL, ANALYSIS)
+
+
+QWEN3_REASONING = "Paris has been the capital since 987.\n"
+QWEN3_ANSWER = "\n\nParis — 巴黎."
+
+
+@pytest.fixture(scope="module")
+def qwen3_deployment(tmp_path_factory):
+    from ensemble.tokenizer import load_tokenizer
+    from trtllm_double import QWEN3_CONFIG
+
+    qwen3 = load_tokenizer("/unused", "qwen3")
+    root = tmp_path_factory.mktemp("trtllm-triton-qwen3")
+    completion = qwen3.encode_plain(QWEN3_REASONING) + [151668] + qwen3.encode_plain(QWEN3_ANSWER) + [151645]
+    model = fake_checkpoint(root / "qwen3", QWEN3_CONFIG, completion, tokens_per_step=[2, 4])
+    draft = fake_checkpoint(root / "qwen3-eagle3", EAGLE3_HEAD_CONFIG)
+    repository = root / "repo"
+    write_repository("qwen3-235b-thinking-fp4-eagle3", model, draft, repository, visible_gpus=8)
+    shutil.copytree(DOUBLE_PACKAGE, repository / "tensorrt_llm" / "1" / "tensorrt_llm",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    server = start_server(repository, name="trtllm-double-qwen3")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_qwen3_think_block_is_the_reasoning_output(qwen3_deployment):
+    streamed = generate(qwen3_deployment, "Capital of France?")
+    whole = generate(qwen3_deployment, "Capital of France?", stream=False)
+    assert streamed[:2] == whole[:2] == ("Paris — 巴黎.", "Paris has been the capital since 987.")
+    assert streamed[2]["finish_reason"] == "stop"
+    error = generate(qwen3_deployment, "x", reasoning_effort="low")
+    assert isinstance(error, Exception) and "reasoning_effort: the qwen3 chat format" in str(error)
