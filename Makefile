@@ -7,7 +7,7 @@ HOST_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup serve test bench train-draft eval-acceptance clean-models
+.PHONY: setup serve test bench train-draft eval-acceptance loadtest clean-models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ train-draft: setup
 
 eval-acceptance: setup
 	$(BIN)/triton-eagle eval-acceptance --json
+
+# Locust sweep of the CPU default, drafting on vs off (about 6 minutes): build/loadtest/sweep/pareto.png
+loadtest: setup
+	$(BIN)/triton-eagle loadtest sweep --users 1 2 4 8 --duration 30 --max-tokens 32 \
+		--model-repository model_repository --baseline-draft-off --out build/loadtest/sweep

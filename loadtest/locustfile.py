@@ -16,6 +16,7 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
+import itertools  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
@@ -27,8 +28,8 @@ from locust.runners import STATE_CLEANUP, STATE_STOPPED, MasterRunner, WorkerRun
 
 from loadtest.metrics import request_metrics  # noqa: E402
 from loadtest.report import SAMPLES_FILE, write_report  # noqa: E402
-from loadtest.samples import (CUT_AT_END, FAILED, OK, TIMEOUT, RequestSample,  # noqa: E402
-                              SampleLog, process_name)
+from loadtest.samples import (CUT_AT_END, ERROR_MID_STREAM, FAILED, OK, SERVER_ERROR, TIMEOUT,  # noqa: E402
+                              RequestSample, SampleLog, process_name)
 from loadtest.streams import MODEL, grpc_stream, http_stream  # noqa: E402
 from loadtest.workloads import Workload, load_workload  # noqa: E402
 
@@ -69,6 +70,7 @@ def _add_arguments(parser) -> None:
 
 _log: SampleLog | None = None
 _workloads: dict[tuple, Workload] = {}
+_user_numbers = itertools.count()
 _workers_done: set[str] = set()
 WORKER_STOP_GRACE_S = 30.0
 
@@ -201,9 +203,9 @@ class StreamingUser(User):
         key = (options.workload, options.input_tokens, options.output_tokens)
         if key not in _workloads:
             _workloads[key] = load_workload(*key)
-        # workers start at different prompts, so they do not ask in lockstep
+        # users and workers start at different prompts, so they do not ask in lockstep
         worker_index = getattr(self.environment.runner, "worker_index", 0) or 0
-        self._prompts = _workloads[key].cycle(offset=11 * worker_index + id(self) % 7)
+        self._prompts = _workloads[key].cycle(offset=next(_user_numbers) + 11 * worker_index)
 
     def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
         raise NotImplementedError
@@ -228,6 +230,9 @@ class StreamingUser(User):
             sample.outcome, sample.end_s = CUT_AT_END, None
             _record(self.environment, sample)
             raise
+        except Exception as err:   # anything else the client raised is this request's failure, not the run's
+            sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR, f"{type(err).__name__}: {err}",
+                        time.perf_counter() - started)
         finally:
             timer.cancel()
         self._failed_last = sample.outcome == FAILED

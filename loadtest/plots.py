@@ -32,7 +32,7 @@ def latency_distributions(ttft_s: Sequence[float], itl_s: Sequence[float], path:
         axis.hist(values_ms, bins=min(40, max(5, values_ms.size // 2)), color="#4c72b0", alpha=0.85)
         for percentile, style in ((50, "-"), (90, "--"), (99, ":")):
             value = np.percentile(values_ms, percentile)
-            axis.axvline(value, color="#c44e52", linestyle=style, label=f"p{percentile} {value:.1f}")
+            axis.axvline(value, color="#c44e52", linestyle=style, label=f"p{percentile} {value:.1f} ms")
         axis.legend(fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
