@@ -89,8 +89,9 @@ def _print_summary(report: dict, out: Path) -> None:
           f"{report['request_throughput']['overall']:.3f} req/s; TTFT p50 {ms(ttft['p50'])} p99 {ms(ttft['p99'])}; "
           f"ITL p50 {ms(itl['p50'])}; per-user p50 {plain(user['p50'])} tok/s; "
           f"acceptance length {plain(acceptance)}")
-    print(f"requests: {requests['completed']} completed, {requests['failed']} failed "
-          f"{failures['by_reason'] or ''}, {requests['cut_at_end']} cut at the end; report {out / REPORT_JSON}")
+    reasons = f" {failures['by_reason']}" if failures["by_reason"] else ""
+    print(f"requests: {requests['completed']} completed, {requests['failed']} failed{reasons}, "
+          f"{requests['cut_at_end']} cut at the end; report {out / REPORT_JSON}")
 
 
 def _run(args) -> int:
