@@ -16,7 +16,11 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
+import atexit  # noqa: E402
 import itertools  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
@@ -146,6 +150,20 @@ def _close_log_and_report(environment, **_kwargs) -> None:
         print(f"triton-eagle loadtest: {report['output_tokens_per_s']['overall']:.2f} output tok/s, "
               f"{report['requests']['completed']} completed, {report['failures']['count']} failed "
               f"{report['failures']['by_reason']}; report in {out / 'report.json'}", flush=True)
+
+
+@events.quit.add_listener
+def _exit_without_finalizers(exit_code: int, **_kwargs) -> None:
+    """grpc objects finalized at interpreter exit under gevent can deadlock (seen: a worker
+    stuck for good in Py_FinalizeEx on a grpc mutex, ignoring SIGTERM). Locust has written
+    its stats, CSV and HTML by now, and atexit runs before that finalization, so leave there."""
+    def leave() -> None:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+
+    atexit.register(leave)
 
 
 def run_config(environment) -> dict:
