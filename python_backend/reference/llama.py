@@ -34,13 +34,8 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x (N, in) times weight (out, in) transposed -> (N, out).
-
-    Computed as weight @ x.T: with numpy's OpenBLAS that runs ~1.4x faster than x @ weight.T
-    for the 2..32-row batches of decode and verification (and the same for one row or a
-    long prefill), because the weight stays the row-major left operand.
-    """
-    return (weight @ x.T).T
+    """x (N, in) times weight (out, in) transposed -> (N, out), row-major like x."""
+    return x @ weight.T
 
 
 def silu(x: np.ndarray) -> np.ndarray:
@@ -136,9 +131,10 @@ def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias:
 class DecoderLayer:
     """One layer's weights, fused for fewer, larger matmuls.
 
-    Linear weights keep HF's (out_features, in_features) orientation, row-major, applied by
-    `linear`; a pre-transposed (in, out) copy used as `x @ w` is ~2x slower with OpenBLAS for
-    the 2..32-row batches of decode and verification.
+    Linear weights keep HF's (out_features, in_features) orientation, row-major, applied as
+    `x @ w.T`. Measured on the 2-core box with numpy's OpenBLAS: a pre-transposed (in, out)
+    copy used as `x @ w` is ~2x slower for the 2..32-row batches of decode and verification;
+    `(w @ x.T).T` wins in isolation but loses ~15% over a whole forward (column-major outputs).
     """
 
     input_norm: np.ndarray        # (hidden,)
@@ -250,8 +246,7 @@ class LlamaModel:
             head_input = captured_by_layer[FINAL_HIDDEN_STATE][logit_rows]
         else:
             head_input = rms_norm(x[logit_rows], self.norm, eps)
-        # row-major logits: samplers scan each row
-        all_logits = np.ascontiguousarray(linear(head_input, self.lm_head))
+        all_logits = linear(head_input, self.lm_head)
         for cache, new in zip(caches, new_counts):
             cache.advance(new)
 
