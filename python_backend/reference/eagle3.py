@@ -526,6 +526,35 @@ def select_draft_vocab(vocab_size: int, draft_vocab_size: int,
     return np.sort(most_frequent).astype(np.int64)
 
 
+def head_config(target_config: dict[str, Any], layers_to_capture: list[int], draft_vocab: int,
+                torch_dtype: str = "float32") -> dict[str, Any]:
+    """config.json of the head in the public layout."""
+    hidden = int(target_config["hidden_size"])
+    num_heads = int(target_config["num_attention_heads"])
+    return {
+        "architectures": [ARCHITECTURE],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": int(target_config.get("num_key_value_heads") or num_heads),
+        "head_dim": int(target_config.get("head_dim") or hidden // num_heads),
+        "intermediate_size": int(target_config["intermediate_size"]),
+        "num_hidden_layers": 1,
+        "vocab_size": int(target_config["vocab_size"]),
+        "draft_vocab_size": draft_vocab,
+        "rms_norm_eps": float(target_config.get("rms_norm_eps", 1e-5)),
+        "rope_theta": float(target_config.get("rope_theta", 10000.0)),
+        "rope_scaling": None,
+        "max_position_embeddings": int(target_config.get("max_position_embeddings", 2048)),
+        "target_hidden_size": hidden,
+        "tie_word_embeddings": False,
+        "torch_dtype": torch_dtype,
+        "eagle_config": {"eagle_aux_hidden_state_layer_ids": list(layers_to_capture),
+                         "use_aux_hidden_state": len(layers_to_capture) > 1},
+    }
+
+
 def make_random_head(out_dir: str | Path, target_config: dict[str, Any], layers_to_capture: list[int],
                      draft_vocab_size: int, seed: int, token_counts: np.ndarray | None = None) -> Path:
     """Write an untrained head (small random weights) shaped for `target_config` (its HF config.json)."""
@@ -560,28 +589,7 @@ def make_random_head(out_dir: str | Path, target_config: dict[str, Any], layers_
         "d2t": draft_ids - np.arange(draft_vocab_size, dtype=np.int64),
         "t2d": np.isin(np.arange(vocab_size), draft_ids),
     }
-    uses_fc = len(layers) > 1
-    if uses_fc:
+    if len(layers) > 1:   # one captured layer of the same width needs no fc
         weights["fc.weight"] = normal(hidden, len(layers) * hidden)
-    config = {
-        "architectures": [ARCHITECTURE],
-        "model_type": "llama",
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
-        "head_dim": head_dim,
-        "intermediate_size": intermediate,
-        "num_hidden_layers": 1,
-        "vocab_size": vocab_size,
-        "draft_vocab_size": draft_vocab_size,
-        "rms_norm_eps": float(target_config.get("rms_norm_eps", 1e-5)),
-        "rope_theta": float(target_config.get("rope_theta", 10000.0)),
-        "rope_scaling": None,
-        "max_position_embeddings": int(target_config.get("max_position_embeddings", 2048)),
-        "target_hidden_size": hidden,
-        "tie_word_embeddings": False,
-        "torch_dtype": "float32",
-        "eagle_config": {"eagle_aux_hidden_state_layer_ids": layers, "use_aux_hidden_state": uses_fc},
-    }
+    config = head_config(target_config, layers, draft_vocab_size)
     return save_eagle3_head(out_dir, config, weights)

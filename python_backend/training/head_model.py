@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from python_backend.reference.eagle3 import ARCHITECTURE, LAYER_PREFIX
+from python_backend.reference.eagle3 import LAYER_PREFIX, head_config  # noqa: F401 (re-export)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -195,31 +195,3 @@ def head_from_target_config(target_config: dict[str, Any], num_captured: int, dr
         rope_theta=float(target_config.get("rope_theta", 10000.0)),
         embed_tokens=torch.from_numpy(np.asarray(embed_tokens, dtype=np.float32)))
 
-
-def head_config(target_config: dict[str, Any], layers_to_capture: list[int], draft_vocab: int,
-                torch_dtype: str) -> dict[str, Any]:
-    """config.json of the head in the public layout."""
-    hidden = int(target_config["hidden_size"])
-    num_heads = int(target_config["num_attention_heads"])
-    return {
-        "architectures": [ARCHITECTURE],
-        "model_type": "llama",
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": int(target_config.get("num_key_value_heads") or num_heads),
-        "head_dim": int(target_config.get("head_dim") or hidden // num_heads),
-        "intermediate_size": int(target_config["intermediate_size"]),
-        "num_hidden_layers": 1,
-        "vocab_size": int(target_config["vocab_size"]),
-        "draft_vocab_size": draft_vocab,
-        "rms_norm_eps": float(target_config.get("rms_norm_eps", 1e-5)),
-        "rope_theta": float(target_config.get("rope_theta", 10000.0)),
-        "rope_scaling": None,
-        "max_position_embeddings": int(target_config.get("max_position_embeddings", 2048)),
-        "target_hidden_size": hidden,
-        "tie_word_embeddings": False,
-        "torch_dtype": torch_dtype,
-        "eagle_config": {"eagle_aux_hidden_state_layer_ids": list(layers_to_capture),
-                         "use_aux_hidden_state": len(layers_to_capture) > 1},
-    }
