@@ -27,31 +27,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-async def run_level(engine, prompts: list[list[int]], concurrency: int, max_tokens: int):
-    """Run all prompts with `concurrency` in flight; return (outputs, tokens/s, stats)."""
+async def run_requests(engine, prompts: list[list[int]], concurrency: int, max_tokens: int):
+    """All prompts with `concurrency` in flight: (outputs, final stats, output tokens/s), by index."""
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
     semaphore = asyncio.Semaphore(concurrency)
     outputs: list[list[int]] = [[] for _ in prompts]
-    finals = []
+    stats: list = [None] * len(prompts)
 
     async def one(index: int) -> None:
         async with semaphore:
             async for step in engine.generate_async(prompts[index], params):
                 outputs[index].extend(step.token_ids_diff)
                 if step.finished:
-                    finals.append(step.stats)
+                    stats[index] = step.stats
 
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(len(prompts))))
-    elapsed = time.perf_counter() - start
-    tokens = sum(len(o) for o in outputs)
-    return outputs, tokens / elapsed, finals
+    return outputs, stats, sum(len(o) for o in outputs) / (time.perf_counter() - start)
 
 
-def acceptance_length(stats) -> float:
+def pooled_acceptance_length(stats) -> float:
     steps = sum(s.drafting_steps for s in stats)
-    accepted = sum(s.total_accepted_draft_tokens for s in stats)
-    return 1.0 + accepted / steps if steps else 1.0
+    return 1.0 + sum(s.total_accepted_draft_tokens for s in stats) / steps if steps else 1.0
 
 
 async def bench(config_path: str, levels: list[int], max_tokens: int, per_level: int) -> dict:
@@ -65,13 +62,13 @@ async def bench(config_path: str, levels: list[int], max_tokens: int, per_level:
     on_stats = []
     try:
         # warm-up: first calls pay for lazy allocations
-        await run_level(draft_off, all_prompts[:1], 1, 4)
-        await run_level(draft_on, all_prompts[:1], 1, 4)
+        await run_requests(draft_off, all_prompts[:1], 1, 4)
+        await run_requests(draft_on, all_prompts[:1], 1, 4)
         for level in levels:
             count = per_level or max(4, 2 * level)
             prompts = [all_prompts[i % len(all_prompts)] for i in range(count)]
-            off_out, off_tps, _ = await run_level(draft_off, prompts, level, max_tokens)
-            on_out, on_tps, stats = await run_level(draft_on, prompts, level, max_tokens)
+            off_out, _, off_tps = await run_requests(draft_off, prompts, level, max_tokens)
+            on_out, stats, on_tps = await run_requests(draft_on, prompts, level, max_tokens)
             on_stats.extend(stats)
             identical = identical and off_out == on_out
             report["concurrency"][str(level)] = {
@@ -79,12 +76,12 @@ async def bench(config_path: str, levels: list[int], max_tokens: int, per_level:
                 "draft_off_tokens_per_s": round(off_tps, 2),
                 "draft_on_tokens_per_s": round(on_tps, 2),
                 "speedup": round(on_tps / off_tps, 3),
-                "acceptance_length": round(acceptance_length(stats), 3),
+                "acceptance_length": round(pooled_acceptance_length(stats), 3),
             }
     finally:
         draft_on.shutdown()
         draft_off.shutdown()
-    report["acceptance_length"] = round(acceptance_length(on_stats), 3)
+    report["acceptance_length"] = round(pooled_acceptance_length(on_stats), 3)
     report["greedy_identical"] = identical
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     first, last = str(levels[0]), str(levels[-1])

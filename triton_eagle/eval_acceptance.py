@@ -13,11 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 
 from python_backend.config import load_engine_config
-from python_backend.protocol import SamplingParams
 from python_backend.reference.engine import ReferenceEngine
+from triton_eagle.bench_engine import pooled_acceptance_length, run_requests
 from triton_eagle.prompts import MTBENCH_CATEGORIES, mtbench_questions
 
 
@@ -30,30 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests-per-level", type=int, default=0,
                         help="questions at the lower levels (default 2 x concurrency, at least 8)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-async def run_requests(engine, prompts: list[list[int]], concurrency: int, max_tokens: int):
-    """All prompts with `concurrency` in flight: (outputs, final stats, output tokens/s), by index."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    semaphore = asyncio.Semaphore(concurrency)
-    outputs: list[list[int]] = [[] for _ in prompts]
-    stats: list = [None] * len(prompts)
-
-    async def one(index: int) -> None:
-        async with semaphore:
-            async for step in engine.generate_async(prompts[index], params):
-                outputs[index].extend(step.token_ids_diff)
-                if step.finished:
-                    stats[index] = step.stats
-
-    start = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(len(prompts))))
-    return outputs, stats, sum(len(o) for o in outputs) / (time.perf_counter() - start)
-
-
-def pooled_acceptance_length(stats) -> float:
-    steps = sum(s.drafting_steps for s in stats)
-    return 1.0 + sum(s.total_accepted_draft_tokens for s in stats) / steps if steps else 1.0
 
 
 async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_level: int) -> dict:
