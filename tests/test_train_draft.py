@@ -75,3 +75,18 @@ def test_draft_vocab_maps_round_trip():
     targets = np.arange(4) + vocab.d2t
     assert targets.tolist() == vocab.draft_target_ids.tolist()
     assert vocab.t2d.sum() == 4 and vocab.target_to_draft[7] == 2
+
+
+def test_bf16_autocast_loss_close_to_float32():
+    from python_backend.training.ttt import batch_loss
+
+    head, _, vocab, rng = heads([1, 3, 5])
+    examples = [Example(rng.integers(0, VOCAB, LENGTH), rng.standard_normal((LENGTH, 3 * HIDDEN)).astype(np.float32),
+                        answer_start=2) for _ in range(3)]
+    batch = collate(examples, vocab, ttt_steps=3)
+    with torch.no_grad():
+        full, _, _ = batch_loss(head, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            narrow, _, _ = batch_loss(head, batch)
+    assert narrow.dtype == torch.float32
+    assert abs(float(narrow) - float(full)) < 0.02 * abs(float(full))

@@ -19,6 +19,7 @@ from python_backend.reference.eagle3 import LAYER_PREFIX, head_config  # noqa: F
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.float()   # in float32 also under bfloat16 autocast
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
 
 
@@ -55,7 +56,10 @@ class Eagle3Head(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def fuse(self, captured: torch.Tensor) -> torch.Tensor:
-        return captured if self.fc is None else self.fc(captured)
+        if self.fc is None:
+            return captured
+        with torch.autocast("cpu", enabled=False):   # float32: the captured states have large outliers
+            return self.fc(captured.float())
 
     def rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         angles = positions.to(torch.float64)[:, None] * self.inv_freq[None, :]
@@ -94,9 +98,10 @@ class Eagle3Head(nn.Module):
             attended = attended + weights[..., length + offset: length + offset + 1] * expand(vv)
         attended = attended.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim)
 
-        hidden = features + self.o_proj(attended)
+        # the residual stream stays float32 under bfloat16 autocast (only the matmuls narrow)
+        hidden = features.float() + self.o_proj(attended).float()
         mlp_in = rms_norm(hidden, self.post_attention_layernorm, self.eps)
-        hidden = hidden + self.down_proj(nn.functional.silu(self.gate_proj(mlp_in)) * self.up_proj(mlp_in))
+        hidden = hidden + self.down_proj(nn.functional.silu(self.gate_proj(mlp_in)) * self.up_proj(mlp_in)).float()
         return hidden
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
