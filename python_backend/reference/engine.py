@@ -137,6 +137,7 @@ class ReferenceEngine:
                     self._emit(seq, [])
             prefill, decode = self._scheduler.schedule()
             if not prefill and not decode:
+                self.decoder.trim()
                 self._wake.wait()
                 self._wake.clear()
                 continue
