@@ -137,7 +137,6 @@ class ReferenceEngine:
                     self._emit(seq, [])
             prefill, decode = self._scheduler.schedule()
             if not prefill and not decode:
-                self.decoder.trim()
                 self._wake.wait()
                 self._wake.clear()
                 continue

@@ -3,9 +3,7 @@
 One call serves prefill, decode and speculative verification for a ragged batch: every
 sequence brings its new tokens and its own KV cache. The linear layers run once over all
 new tokens concatenated (one matmul per weight per layer, which is what makes batching pay
-on a CPU). Attention runs batched for the decode/verification rows (sequences in one KV
-pool with the same small number of new tokens: one matmul per layer over their slot range)
-and per sequence for prompts.
+on a CPU); attention runs per sequence against that sequence's cache.
 """
 from __future__ import annotations
 
@@ -17,12 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from .checkpoint import LlamaConfig, LlamaWeights, load_llama_checkpoint
-from .kv_cache import KVCache, KVPool
+from .kv_cache import KVCache
 
-__all__ = ["ForwardOutput", "KVCache", "KVPool", "LlamaConfig", "LlamaModel", "RotaryEmbedding", "rms_norm"]
+__all__ = ["ForwardOutput", "KVCache", "LlamaConfig", "LlamaModel", "RotaryEmbedding", "rms_norm"]
 
 FINAL_HIDDEN_STATE = -1  # capture index of the hidden state after the final norm (what the LM head reads)
-MAX_BATCHED_ATTENTION_TOKENS = 16  # sequences with at most this many new tokens attend batched
 
 
 @dataclass
@@ -37,12 +34,7 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x (N, in) times weight (out, in) transposed -> (N, out), row-major like x.
-
-    Tried and dropped: `(weight @ x.T).T` is ~15% faster for 2..16 rows in isolation, but
-    inside the engine (OpenBLAS 0.3.23 from numpy 1.26, 2 threads) it gave run-to-run
-    different greedy outputs at 16 in flight; `x @ weight.T` is exact and deterministic.
-    """
+    """x (N, in) times weight (out, in) transposed -> (N, out), row-major like x."""
     return x @ weight.T
 
 
@@ -135,84 +127,6 @@ def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias:
             .transpose(2, 0, 1, 3).reshape(new_tokens, num_heads * head_dim))
 
 
-class BatchedAttention:
-    """Attention for B sequences of one KVPool that each bring n new tokens (decode: n = 1,
-    verification: n = K + 1), as one matmul per layer over the pool's slot range lo..hi-1.
-
-    Slots in the range that are not in the batch are computed and dropped: cheaper than
-    gathering, since the allocator hands out the lowest free slots and ranges stay tight.
-    """
-
-    def __init__(self, pool: KVPool, rows: np.ndarray, slots: np.ndarray, past: np.ndarray, new_tokens: int):
-        self.pool = pool
-        self.rows = rows                                   # (B * n,) rows of the forward's concatenated tokens
-        self.new_tokens = new_tokens
-        self.lo, hi = int(slots.min()), int(slots.max()) + 1
-        self.slots_in_range = slots - self.lo              # (B,)
-        self.num_slots = hi - self.lo
-        # batch order can differ from slot order (sequences join and leave): scatter/gather unless equal
-        self.in_slot_order = self.num_slots == len(slots) and bool(np.all(self.slots_in_range == np.arange(len(slots))))
-        self.length = int((past + new_tokens).max())       # positions read: 0 .. length-1
-        positions = past[:, None] + np.arange(new_tokens)  # (B, n) where the new keys go
-        self.write_index = (slots[:, None], slice(None), positions)
-        # query j of a sequence sees positions <= past + j; slots outside the batch see everything
-        limit = np.full((self.num_slots, new_tokens), self.length, dtype=np.int64)
-        limit[self.slots_in_range] = positions
-        bias = np.where(np.arange(self.length)[None, None, :] <= limit[:, :, None], 0.0, -np.inf)
-        self.bias = bias.astype(np.float32)[:, None, None]  # (S, 1, 1, n, T)
-
-    def __call__(self, layer: int, queries: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """queries (B*n, heads, d) scaled; keys, values (B*n, kv_heads, d) new -> (B*n, heads*d)."""
-        batch, n = len(self.slots_in_range), self.new_tokens
-        num_heads, head_dim = queries.shape[1], queries.shape[2]
-        num_kv_heads = keys.shape[1]
-        group = num_heads // num_kv_heads
-        pool_keys, pool_values = self.pool.keys[layer], self.pool.values[layer]   # (slots, kv_heads, P, d)
-        pool_keys[self.write_index] = keys.reshape(batch, n, num_kv_heads, head_dim)
-        pool_values[self.write_index] = values.reshape(batch, n, num_kv_heads, head_dim)
-        slot_range = slice(self.lo, self.lo + self.num_slots)
-        cached_keys = pool_keys[slot_range, :, :self.length]                      # (S, kv_heads, T, d) views
-        cached_values = pool_values[slot_range, :, :self.length]
-        # (B, n, kv, group, d) -> (B, kv, group * n, d): each kv head's query rows in one matrix
-        grouped = (queries.reshape(batch, n, num_kv_heads, group, head_dim)
-                   .transpose(0, 2, 3, 1, 4).reshape(batch, num_kv_heads, group * n, head_dim))
-        if not self.in_slot_order:
-            in_range = np.zeros((self.num_slots, num_kv_heads, group * n, head_dim), dtype=np.float32)
-            in_range[self.slots_in_range] = grouped
-            grouped = in_range
-        scores = (grouped @ cached_keys.transpose(0, 1, 3, 2)).reshape(
-            self.num_slots, num_kv_heads, group, n, self.length)
-        scores += self.bias
-        scores -= scores.max(axis=-1, keepdims=True)
-        np.exp(scores, out=scores)
-        scores /= scores.sum(axis=-1, keepdims=True)
-        mixed = scores.reshape(self.num_slots, num_kv_heads, group * n, self.length) @ cached_values
-        if not self.in_slot_order:
-            mixed = mixed[self.slots_in_range]
-        return (mixed.reshape(batch, num_kv_heads, group, n, head_dim)
-                .transpose(0, 3, 1, 2, 4).reshape(batch * n, num_heads * head_dim))
-
-
-def batched_attention_groups(caches: list[KVCache], new_counts: list[int], past_counts: list[int],
-                             row_starts: list[int]) -> tuple[list[BatchedAttention], list[int]]:
-    """Split a batch into batched-attention groups (same pool, same small n, two or more
-    sequences) and the sequences that attend one by one (prompts, lone sequences)."""
-    by_key: dict[tuple[int, int], list[int]] = {}
-    for sequence, (cache, new) in enumerate(zip(caches, new_counts)):
-        if new <= MAX_BATCHED_ATTENTION_TOKENS:
-            by_key.setdefault((id(cache.pool), new), []).append(sequence)
-    groups, batched = [], set()
-    for (_, new), members in by_key.items():
-        if len(members) < 2:
-            continue
-        rows = np.concatenate([np.arange(row_starts[m], row_starts[m] + new) for m in members])
-        groups.append(BatchedAttention(caches[members[0]].pool, rows,
-                                       np.array([caches[m].slot for m in members], dtype=np.int64),
-                                       np.array([past_counts[m] for m in members], dtype=np.int64), new))
-        batched.update(members)
-    return groups, [s for s in range(len(caches)) if s not in batched]
-
-
 @dataclass
 class DecoderLayer:
     """One layer's weights, fused for fewer, larger matmuls.
@@ -266,13 +180,8 @@ class LlamaModel:
     def num_layers(self) -> int:
         return self.config.num_hidden_layers
 
-    def new_pool(self) -> KVPool:
-        """A KV pool for one engine's sequences (one thread uses it; engines do not share pools)."""
-        return KVPool(self.config.num_hidden_layers, self.config.num_key_value_heads, self.config.head_dim)
-
-    def new_cache(self, pool: KVPool | None = None) -> KVCache:
-        """A sequence's cache: a slot of `pool`, or of a private pool when none is given."""
-        return KVCache(self.config.num_hidden_layers, self.config.num_key_value_heads, self.config.head_dim, pool)
+    def new_cache(self) -> KVCache:
+        return KVCache(self.config.num_hidden_layers, self.config.num_key_value_heads, self.config.head_dim)
 
     def embed(self, token_ids: np.ndarray) -> np.ndarray:
         """(n,) token ids -> (n, hidden) input embeddings."""
@@ -295,8 +204,7 @@ class LlamaModel:
         positions = np.concatenate([np.arange(past, past + new) for past, new in zip(past_counts, new_counts)])
         for cache, new in zip(caches, new_counts):
             cache.reserve(new)
-        groups, one_by_one = batched_attention_groups(caches, new_counts, past_counts, row_starts)
-        mask_biases = {s: causal_mask_bias(new_counts[s], past_counts[s]) for s in one_by_one}
+        mask_biases = [causal_mask_bias(new, past) for new, past in zip(new_counts, past_counts)]
 
         num_heads, num_kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         q_width, kv_width = num_heads * head_dim, num_kv_heads * head_dim
@@ -317,11 +225,7 @@ class LlamaModel:
             keys = rotated[:, num_heads:]
             values = qkv[:, q_width + kv_width:].reshape(total_tokens, num_kv_heads, head_dim)
             attention_out = np.empty((total_tokens, q_width), dtype=np.float32)
-            for group in groups:
-                attention_out[group.rows] = group(layer_index, queries[group.rows], keys[group.rows],
-                                                  values[group.rows])
-            for sequence in one_by_one:
-                cache = caches[sequence]
+            for sequence, cache in enumerate(caches):
                 start, end, past = row_starts[sequence], row_starts[sequence + 1], past_counts[sequence]
                 cache.write(layer_index, past, keys[start:end], values[start:end])
                 cached_keys, cached_values = cache.layer(layer_index, past + end - start)

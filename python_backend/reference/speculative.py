@@ -29,8 +29,6 @@ class SpeculativeDecoder:
         self.draft_len = draft_len if self.draft is not None else 0
         self.capture_layers = list(self.draft.layers_to_capture) if self.draft else []
         self.vocab_size = target.config.vocab_size
-        # this engine's sequences share one KV pool, so decode steps attend batched
-        self.kv_pool = target.new_pool() if hasattr(target, "new_pool") else None
         if self.draft is not None:
             draft_vocab = self.draft.config.draft_vocab_size
             # target id of every draft id, to lift draft distributions into the target vocab
@@ -44,7 +42,7 @@ class SpeculativeDecoder:
 
         token_ids, caches, num_logits = [], [], []
         for seq in prefill:
-            seq.target_cache = self.target.new_cache(self.kv_pool) if self.kv_pool else self.target.new_cache()
+            seq.target_cache = self.target.new_cache()
             token_ids.append(np.asarray(seq.prompt_ids, dtype=np.int64))
             caches.append(seq.target_cache)
             num_logits.append(1)
@@ -80,11 +78,6 @@ class SpeculativeDecoder:
                 seq.stats.total_accepted_draft_tokens += num_kept_drafts
             new_tokens[seq.request_id] = accepted
         return new_tokens
-
-    def trim(self) -> None:
-        """Give back KV storage no live sequence needs (call from the engine thread)."""
-        if self.kv_pool is not None:
-            self.kv_pool.trim()
 
     # -- drafting ---------------------------------------------------------------------
     def _draft(self, seqs: list[SequenceState]) -> dict[int, tuple[list[int], np.ndarray | None]]:
