@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default="model_repository/tensorrt_llm/engine.yaml",
                         help="engine YAML (reference engine)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=256,
+                        help="tokens per answer (256: the MT-Bench evaluation length of eval-acceptance)")
     parser.add_argument("--requests-per-level", type=int, default=0,
                         help="requests per concurrency level (default: max(4, 2 x concurrency))")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
