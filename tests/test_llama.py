@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from python_backend.reference.checkpoint import CheckpointError, LlamaConfig, load_llama_checkpoint
-from python_backend.reference.llama import LlamaModel, rms_norm, rope_inverse_frequencies
+from python_backend.reference.llama import GEMV_BLOCK_ROWS, LlamaModel, linear, rms_norm, rope_inverse_frequencies
 
 # Same arithmetic, different matmul shapes (one row vs several): float32 rounding only.
 LOGITS_TOLERANCE = dict(rtol=1e-4, atol=5e-4)
@@ -288,3 +288,13 @@ def test_config_reads_transformers_5_rope_parameters_and_llama3_scaling():
     assert scaled[-1] == pytest.approx(plain[-1] / 8)  # long wavelengths stretched by the factor
     with pytest.raises(CheckpointError, match="rope type 'yarn' is not supported"):
         LlamaConfig.from_dict(dict(TINY_CONFIG, rope_scaling={"type": "yarn", "factor": 4.0}))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 16])
+def test_linear_agrees_with_the_plain_matmul_for_every_row_count(rows):
+    rng = np.random.default_rng(rows)
+    weight = rng.standard_normal((GEMV_BLOCK_ROWS + 123, 64)).astype(np.float32)   # a partial last block
+    x = rng.standard_normal((rows, 64)).astype(np.float32)
+    out = linear(x, weight)
+    assert out.shape == (rows, weight.shape[0]) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, x.astype(np.float64) @ weight.T.astype(np.float64), rtol=1e-4, atol=1e-4)
