@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from python_backend.reference.draft_policy import check_draft_limits
 
 # Keys of ours; everything else in the file is a TensorRT-LLM LLM-API argument.
 SERVING_KEYS = ("engine", "model", "tokenizer", "chat_format", "reasoning_effort", "reference")
@@ -96,6 +98,11 @@ class SpeculativeConfig(_Strict):
         if value <= 0:
             raise ValueError(f"must be >= 1, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _draft_limits(self) -> "SpeculativeConfig":
+        check_draft_limits(self.max_draft_len, self.max_concurrency, self.draft_len_schedule)
+        return self
 
 
 class ReferenceEngineOptions(_Strict):

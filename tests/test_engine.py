@@ -261,3 +261,11 @@ def test_unknown_config_key_fails_at_start_naming_it(smollm2_dir):
             "decoding_type": "Eagle", "max_draft_len": 3, "max_draft_lenn": 4}})
     with pytest.raises(ConfigError, match="max_batch_sise"):
         parse_engine_config({"model": str(smollm2_dir), "max_batch_sise": 8})
+
+
+@pytest.mark.parametrize("limit, key", [({"max_concurrency": 0}, "max_concurrency"),
+                                        ({"draft_len_schedule": {1: 3, 8: 5}}, "draft_len_schedule")])
+def test_bad_drafting_limits_fail_at_start_naming_the_key(smollm2_dir, limit, key):
+    with pytest.raises(ConfigError, match=key):
+        parse_engine_config({"model": str(smollm2_dir), "speculative_config": {
+            "decoding_type": "Eagle", "max_draft_len": 3, **limit}})

@@ -140,3 +140,44 @@ def test_accepted_drafts_roll_back_both_caches_and_stay_lossless(target):
     # ~1 guess in 5 is wrong, so a 3-token chain is mostly accepted; a missed
     # rollback would misalign the draft's context and drive this towards 1.
     assert acceptance_length > 2.2, acceptance_length
+
+
+@pytest.mark.parametrize("limit", [dict(max_concurrency=1), dict(draft_len_schedule={1: 3, 2: 0})])
+def test_drafting_paused_by_load_resumes_with_the_whole_context(target, limit):
+    """All four requests run together without drafting; as they finish, the last one drafts
+    again. The scripted draft only guesses right if it caught up on every token accepted
+    while drafting was off."""
+    max_tokens = 24
+    baseline = ReferenceEngine(target, None, draft_len=0, max_seq_len=512)
+    try:
+        reference_runs = asyncio.run(_generate_all(baseline, PROMPTS, max_tokens))
+    finally:
+        baseline.shutdown()
+    references = {i: PROMPTS[i] + tokens for i, (tokens, _) in enumerate(reference_runs)}
+    # staggered lengths: the requests finish one by one, the last one alone (PROMPTS[3]'s answer
+    # is a single token, so it goes first)
+    prompts_and_lengths = list(zip(PROMPTS, (6, 10, max_tokens, 1)))
+
+    draft = ScriptedDraft(references, target.config.vocab_size, mistake_every=5)
+    engine = ReferenceEngine(target, draft, draft_len=3, max_seq_len=512, **limit)
+
+    async def run_all():
+        async def one(prompt, length):
+            tokens, final = [], None
+            async for step in engine.generate_async(prompt, SamplingParams(max_tokens=length)):
+                tokens.extend(step.token_ids_diff)
+                final = step
+            return tokens, final.stats
+        return await asyncio.gather(*(one(p, n) for p, n in prompts_and_lengths))
+
+    try:
+        runs = asyncio.run(run_all())
+    finally:
+        engine.shutdown()
+    for (expected, _), (got, _), (_, length) in zip(reference_runs, runs, prompts_and_lengths):
+        assert got == expected[:length]
+    last_stats = runs[2][1]
+    # the long request drafted only once alone, and then mostly right
+    assert 0 < last_stats.drafting_steps < max_tokens - 10
+    assert 1 + last_stats.total_accepted_draft_tokens / last_stats.drafting_steps > 2.2
+    assert runs[0][1].drafting_steps == 0        # never alone

@@ -17,6 +17,7 @@ import numpy as np
 
 from python_backend.config import EngineConfig
 from python_backend.protocol import InvalidRequestError, QueueResult, SamplingParams, StepOutput
+from python_backend.reference.draft_policy import DraftPolicy
 from python_backend.reference.scheduler import Scheduler
 from python_backend.reference.sequence import SequenceState
 from python_backend.reference.speculative import SpeculativeDecoder
@@ -32,9 +33,12 @@ def _first_id(value) -> int | None:
 
 class ReferenceEngine:
     def __init__(self, target, draft=None, *, draft_len: int = 0, max_batch_size: int = 32,
-                 max_num_tokens: int = 8192, max_seq_len: int = 2048, eos_token_id: int | None = None):
+                 max_num_tokens: int = 8192, max_seq_len: int = 2048, eos_token_id: int | None = None,
+                 max_concurrency: int | None = None, draft_len_schedule: dict[int, int] | None = None):
         self.target = target
-        self.decoder = SpeculativeDecoder(target, draft, draft_len)
+        policy = DraftPolicy(draft_len if draft is not None else 0, max_batch_size, max_num_tokens,
+                             max_concurrency, draft_len_schedule)
+        self.decoder = SpeculativeDecoder(target, draft, draft_len, policy)
         self.draft_len = self.decoder.draft_len
         self.max_seq_len = max_seq_len
         self.max_num_tokens = max_num_tokens
@@ -60,15 +64,17 @@ class ReferenceEngine:
 
         target = LlamaModel.from_pretrained(config.model)
         draft = None
+        spec = config.speculative_config
         if config.draft_len > 0:
-            spec = config.speculative_config
             if not spec.speculative_model_dir:
                 raise InvalidRequestError("speculative_config.speculative_model_dir: required for Eagle decoding")
             draft = Eagle3DraftModel.from_pretrained(
                 spec.speculative_model_dir, target.embed_tokens, target.config.num_hidden_layers,
                 layers_to_capture=spec.eagle3_layers_to_capture)
         return cls(target, draft, draft_len=config.draft_len, max_batch_size=config.max_batch_size,
-                   max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len)
+                   max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len,
+                   max_concurrency=spec.max_concurrency if spec else None,
+                   draft_len_schedule=spec.draft_len_schedule if spec else None)
 
     # -- the protocol -----------------------------------------------------------------
     def generate_async(self, prompt_token_ids: Sequence[int], sampling_params: SamplingParams,

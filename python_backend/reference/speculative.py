@@ -10,23 +10,27 @@ The algorithm, per running sequence with pending token x_n:
      distribution is the target's;
   4. roll both KV caches back to what was accepted.
 New sequences are prefilled in the same target forward as the verifications (one pass
-over the weights for the whole batch).
+over the weights for the whole batch). A DraftPolicy may shorten or skip drafting for a
+step by load; the draft then keeps catching up on what the target accepted, so it resumes
+with its whole context.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from python_backend.reference.acceptance import accept_greedy, accept_rejection
+from python_backend.reference.draft_policy import DraftPolicy
 from python_backend.reference.logits_processing import process_logits
 from python_backend.reference.sampling import filtered_probs, sample
 from python_backend.reference.sequence import SequenceState
 
 
 class SpeculativeDecoder:
-    def __init__(self, target, draft=None, draft_len: int = 0):
+    def __init__(self, target, draft=None, draft_len: int = 0, policy: DraftPolicy | None = None):
         self.target = target
         self.draft = draft if draft_len > 0 else None
         self.draft_len = draft_len if self.draft is not None else 0
+        self.policy = policy or DraftPolicy(self.draft_len, max_batch_size=1 << 30, max_num_tokens=1 << 30)
         self.capture_layers = list(self.draft.layers_to_capture) if self.draft else []
         self.vocab_size = target.config.vocab_size
         if self.draft is not None:
@@ -37,8 +41,9 @@ class SpeculativeDecoder:
     def step(self, prefill: list[SequenceState], decode: list[SequenceState]) -> dict[int, list[int]]:
         """Run one step; return the new tokens of each sequence (by request_id)."""
         drafts: dict[int, tuple[list[int], np.ndarray | None]] = {}
-        if self.draft is not None and decode:
-            drafts = self._draft(decode)
+        draft_len = min(self.draft_len, self.policy.draft_len(len(prefill) + len(decode)))
+        if self.draft is not None and decode and draft_len > 0:
+            drafts = self._draft(decode, draft_len)
 
         token_ids, caches, num_logits = [], [], []
         for seq in prefill:
@@ -70,8 +75,11 @@ class SpeculativeDecoder:
             # keep x_n and the accepted drafts; the last token stays pending
             seq.target_cache.truncate(seq.target_cache.length - len(drafted) + num_kept_drafts)
             if self.draft is not None:
-                seq.catchup_token_ids = accepted
-                seq.catchup_features = self.draft.fuse(out.captured[index][: num_kept_drafts + 1])
+                # appended: after a step without drafting the previous rows are still waiting
+                features = self.draft.fuse(out.captured[index][: num_kept_drafts + 1])
+                seq.catchup_token_ids = seq.catchup_token_ids + accepted
+                seq.catchup_features = features if seq.catchup_features is None else np.concatenate(
+                    [seq.catchup_features, features])
             if drafted:
                 seq.stats.drafting_steps += 1
                 seq.stats.total_draft_tokens += len(drafted)
@@ -80,8 +88,8 @@ class SpeculativeDecoder:
         return new_tokens
 
     # -- drafting ---------------------------------------------------------------------
-    def _draft(self, seqs: list[SequenceState]) -> dict[int, tuple[list[int], np.ndarray | None]]:
-        """Chain max_draft_len draft tokens per sequence (batched); roll the draft cache back."""
+    def _draft(self, seqs: list[SequenceState], draft_len: int) -> dict[int, tuple[list[int], np.ndarray | None]]:
+        """Chain `draft_len` draft tokens per sequence (batched); roll the draft cache back."""
         for seq in seqs:
             if seq.draft_cache is None:
                 seq.draft_cache = self.draft.new_cache()
@@ -90,7 +98,7 @@ class SpeculativeDecoder:
         features = [seq.catchup_features for seq in seqs]
         drafted: list[list[int]] = [[] for _ in seqs]
         probs: list[list[np.ndarray]] = [[] for _ in seqs]
-        for _ in range(self.draft_len):
+        for _ in range(draft_len):
             logits, hidden = self.draft.forward(token_ids, features, [s.draft_cache for s in seqs],
                                                 [1] * len(seqs))
             token_ids, features = [], []
