@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-layer", type=int, default=None,
                         help="target layer the draft layer starts from (default: the one after the deepest "
                              "captured layer; the last layer when capturing -1)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--ttt-steps", type=int, default=3, help="draft steps unrolled in training")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--tokens-per-batch", type=int, default=1024)
