@@ -30,7 +30,7 @@ class SpeculativeDecoder:
         self.target = target
         self.draft = draft if draft_len > 0 else None
         self.draft_len = draft_len if self.draft is not None else 0
-        self.policy = policy or DraftPolicy(self.draft_len, max_batch_size=1 << 30, max_num_tokens=1 << 30)
+        self.policy = policy          # None: every step drafts draft_len tokens
         self.capture_layers = list(self.draft.layers_to_capture) if self.draft else []
         self.vocab_size = target.config.vocab_size
         if self.draft is not None:
@@ -41,7 +41,8 @@ class SpeculativeDecoder:
     def step(self, prefill: list[SequenceState], decode: list[SequenceState]) -> dict[int, list[int]]:
         """Run one step; return the new tokens of each sequence (by request_id)."""
         drafts: dict[int, tuple[list[int], np.ndarray | None]] = {}
-        draft_len = min(self.draft_len, self.policy.draft_len(len(prefill) + len(decode)))
+        draft_len = self.draft_len if self.policy is None else min(
+            self.draft_len, self.policy.draft_len(len(prefill) + len(decode)))
         if self.draft is not None and decode and draft_len > 0:
             drafts = self._draft(decode, draft_len)
 
