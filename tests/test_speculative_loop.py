@@ -114,14 +114,19 @@ async def _generate_all(engine, prompts, max_tokens):
     return await asyncio.gather(*(one(p) for p in prompts))
 
 
-def test_accepted_drafts_roll_back_both_caches_and_stay_lossless(target):
-    max_tokens = 20
+def _target_only(target, max_tokens):
+    """Target-only greedy runs of PROMPTS, and each prompt + continuation by index."""
     baseline = ReferenceEngine(target, None, draft_len=0, max_seq_len=512)
     try:
-        reference_runs = asyncio.run(_generate_all(baseline, PROMPTS, max_tokens))
+        runs = asyncio.run(_generate_all(baseline, PROMPTS, max_tokens))
     finally:
         baseline.shutdown()
-    references = {i: PROMPTS[i] + tokens for i, (tokens, _) in enumerate(reference_runs)}
+    return runs, {i: PROMPTS[i] + tokens for i, (tokens, _) in enumerate(runs)}
+
+
+def test_accepted_drafts_roll_back_both_caches_and_stay_lossless(target):
+    max_tokens = 20
+    reference_runs, references = _target_only(target, max_tokens)
     # every prompt starts with token 1, so references are told apart by their tokens after x_0
     assert len({tuple(r[1:4]) for r in references.values()}) == len(PROMPTS)
 
@@ -148,12 +153,7 @@ def test_drafting_paused_by_load_resumes_with_the_whole_context(target, limit):
     again. The scripted draft only guesses right if it caught up on every token accepted
     while drafting was off."""
     max_tokens = 24
-    baseline = ReferenceEngine(target, None, draft_len=0, max_seq_len=512)
-    try:
-        reference_runs = asyncio.run(_generate_all(baseline, PROMPTS, max_tokens))
-    finally:
-        baseline.shutdown()
-    references = {i: PROMPTS[i] + tokens for i, (tokens, _) in enumerate(reference_runs)}
+    reference_runs, references = _target_only(target, max_tokens)
     # staggered lengths: the requests finish one by one, the last one alone (PROMPTS[3]'s answer
     # is a single token, so it goes first)
     prompts_and_lengths = list(zip(PROMPTS, (6, 10, max_tokens, 1)))
