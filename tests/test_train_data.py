@@ -8,24 +8,15 @@ the engine's greedy answers and the hidden states a separate prefill pass record
 from __future__ import annotations
 
 import asyncio
-import re
 
 import numpy as np
 import pytest
 
-from python_backend.training.prompts import (dummy_conversation_prompts, module_summaries, pydoc_passages,
-                                             stdlib_summaries, training_prompts)
+from python_backend.training.prompts import (dummy_conversation_prompts, module_summaries, phrases,
+                                             pydoc_passages, shares_phrase_with_mtbench, stdlib_summaries,
+                                             training_prompts)
 from python_backend.training.ttt import simulate_decoding
 from triton_eagle.prompts import mtbench_questions
-
-
-def words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9']+", text.lower())
-
-
-def shingles(text: str, n: int) -> set[tuple[str, ...]]:
-    tokens = words(text)
-    return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +50,18 @@ def test_passages_are_prose():
 
 def test_no_prompt_shares_a_phrase_with_mtbench(prompts):
     # 6 words in a row in common with any MT-Bench first turn would mean copied text
-    mtbench = set().union(*(shingles(q.text, 6) for q in mtbench_questions()))
-    assert len(mtbench) > 1000
-    overlapping = [p for p in prompts if shingles(p, 6) & mtbench]
+    assert len(set().union(*(phrases(q.text) for q in mtbench_questions()))) > 1000
+    copied = shares_phrase_with_mtbench()
+    overlapping = [p for p in prompts if copied(p)]
     assert not overlapping, overlapping[:3]
-    questions = {" ".join(words(q.text)) for q in mtbench_questions()}
-    assert not questions & {" ".join(words(p)) for p in prompts}
+
+
+def test_the_mtbench_check_catches_copied_and_reworded_text():
+    copied = shares_phrase_with_mtbench()
+    question = mtbench_questions()[0].text
+    assert copied(question) and copied(question.upper())
+    assert copied("Please help: " + " ".join(question.split()[:8]) + " thanks")
+    assert not copied("Write a short poem about the ocean at night.")
 
 
 def test_simulated_decoding_walks_like_the_engine():

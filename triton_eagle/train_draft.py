@@ -5,6 +5,10 @@ One command, start to finish: prompts from packaged text -> greedy answers by th
 kept from the same decoding -> draft vocabulary -> training-time-test training in torch
 (bfloat16 matmuls under CPU autocast) -> a head folder in the public layout. Answers and
 hidden states are cached under --work-dir and reused when their settings match.
+
+At scale (a GPU): `--device cuda --synthesizer transformers` makes the same data with
+transformers' LlamaForCausalLM over the same checkpoint, and `--self-instruct-prompts N`
+adds N user turns sampled from the target itself (Magpie), filtered against MT-Bench.
 """
 from __future__ import annotations
 
@@ -41,6 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-bf16-autocast", dest="bf16_autocast", action="store_false",
                         help="train with float32 matmuls (default: bfloat16 matmuls under CPU autocast)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device for training (and the transformers "
+                        "synthesizer): cpu, cuda, cuda:1, ...")
+    parser.add_argument("--synthesizer", choices=("reference", "transformers"), default="reference",
+                        help="target that writes the answers and hidden states: the numpy reference model "
+                             "(served one) or transformers' LlamaForCausalLM on --device (float32)")
+    parser.add_argument("--synthesis-batch", type=int, default=256,
+                        help="sequences per transformers generate() call")
+    parser.add_argument("--self-instruct-prompts", type=int, default=0,
+                        help="also sample this many user turns from the target (Magpie), never sharing a "
+                             "phrase with MT-Bench")
 
 
 def _cached(path: Path, settings: dict) -> bool:
@@ -71,6 +85,26 @@ def export_head(out_dir: Path, config: dict, weights: dict[str, np.ndarray]) -> 
     return "bfloat16"
 
 
+def _self_instruct(hf_model, tokenizer, packaged: list[str], args, work_dir: Path) -> list[str]:
+    """Sampled user turns, cached in --work-dir by their settings."""
+    from python_backend.training.hf_target import self_instruct_prompts
+    from python_backend.training.prompts import shares_phrase_with_mtbench
+
+    path = work_dir / "self_instruct_prompts.jsonl"
+    settings = {"model": str(Path(args.model).resolve()), "count": args.self_instruct_prompts, "seed": args.seed,
+                "packaged_sha256": hashlib.sha256("\0".join(packaged).encode()).hexdigest()}
+    if _cached(path, settings):
+        print(f"self-instruct prompts: reusing {path}")
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    copied, known = shares_phrase_with_mtbench(), set(packaged)
+    sampled = self_instruct_prompts(hf_model, tokenizer, args.self_instruct_prompts,
+                                    exclude=lambda text: text in known or copied(text), seed=args.seed,
+                                    batch_size=max(args.synthesis_batch, 64))
+    path.write_text("".join(json.dumps(p) + "\n" for p in sampled))
+    _mark(path, settings)
+    return sampled
+
+
 def run(args) -> int:
     try:
         import torch
@@ -81,6 +115,7 @@ def run(args) -> int:
     from python_backend.reference.eagle3 import resolve_layers_to_capture
     from python_backend.reference.llama import LlamaModel
     from python_backend.training.head_model import head_config, head_from_target_config
+    from python_backend.training.hf_target import captured_features, greedy_answers
     from python_backend.training.hidden_states import record_hidden_states
     from python_backend.training.prompts import training_prompts
     from python_backend.training.synthesize import (generate_answers_with_features, load_conversations,
@@ -97,10 +132,18 @@ def run(args) -> int:
     tokenizer = load_tokenizer(args.model)
     layers = resolve_layers_to_capture(args.layers, target.num_layers)
 
+    hf_model = None
+    if args.synthesizer == "transformers" or args.self_instruct_prompts:
+        from python_backend.training.hf_target import load_hf_target
+        hf_model = load_hf_target(args.model, args.device)
+
     # a. data: greedy answers by the target
     prompts = training_prompts(args.num_prompts, seed=args.seed)
+    if args.self_instruct_prompts:
+        prompts += _self_instruct(hf_model, tokenizer, prompts, args, work_dir)
     data_settings = {"model": str(Path(args.model).resolve()), "max_new_tokens": args.max_new_tokens,
-                     "prompts_sha256": hashlib.sha256("\0".join(prompts).encode()).hexdigest()}
+                     "prompts_sha256": hashlib.sha256("\0".join(prompts).encode()).hexdigest(),
+                     "synthesizer": args.synthesizer}
     conversations_path = work_dir / "conversations.npz"
     features_path = work_dir / "features.npy"
     feature_settings = {**data_settings, "layers": layers}
@@ -112,19 +155,25 @@ def run(args) -> int:
     elif _cached(conversations_path, data_settings):
         conversations = load_conversations(conversations_path)
         print(f"answers: reusing {conversations_path}; hidden states: one forward per conversation")
-        features = record_hidden_states(target, conversations, layers)
+        features = (record_hidden_states(target, conversations, layers) if hf_model is None
+                    else captured_features(hf_model, conversations, layers))
         np.save(features_path, features)
         _mark(features_path, feature_settings)
     else:
         print(f"answers: {len(prompts)} prompts, greedy, up to {args.max_new_tokens} tokens, "
               f"{args.concurrency} in flight; hidden states at layers {layers} kept")
-        conversations, features = generate_answers_with_features(target, tokenizer, prompts, args.max_new_tokens,
-                                                                 args.concurrency, layers)
+        if args.synthesizer == "transformers":
+            conversations = greedy_answers(hf_model, tokenizer, prompts, args.max_new_tokens, args.synthesis_batch)
+            features = captured_features(hf_model, conversations, layers)
+        else:
+            conversations, features = generate_answers_with_features(target, tokenizer, prompts,
+                                                                     args.max_new_tokens, args.concurrency, layers)
         save_conversations(conversations_path, conversations)
         _mark(conversations_path, data_settings)
         np.save(features_path, features)
         _mark(features_path, feature_settings)
         features = np.load(features_path, mmap_mode="r")
+    del hf_model
     synthesis_s = time.perf_counter() - started
 
     examples, offset = [], 0
@@ -154,10 +203,11 @@ def run(args) -> int:
     head.initialise_from_target(target, init_layer, vocab.draft_target_ids, fc_source, args.seed)
     settings = TrainSettings(epochs=args.epochs, ttt_steps=args.ttt_steps, learning_rate=args.lr,
                              tokens_per_batch=args.tokens_per_batch, seed=args.seed,
-                             bf16_autocast=args.bf16_autocast)
+                             bf16_autocast=args.bf16_autocast, device=args.device)
     summary = {
         "target": Path(args.model).name, "layers_to_capture": layers, "draft_vocab_size": args.draft_vocab,
-        "init_layer": init_layer, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "init_layer": init_layer, "prompts": len(prompts), "self_instruct_prompts": args.self_instruct_prompts,
+        "synthesizer": args.synthesizer, "device": args.device, "max_new_tokens": args.max_new_tokens,
         "train_conversations": len(train_examples), "heldout_conversations": len(val_examples),
         "train_tokens": int(sum(len(e.token_ids) for e in train_examples)),
         "train_answer_tokens": int(sum(len(a) for a in train_answers)),

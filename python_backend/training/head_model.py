@@ -58,7 +58,7 @@ class Eagle3Head(nn.Module):
     def fuse(self, captured: torch.Tensor) -> torch.Tensor:
         if self.fc is None:
             return captured
-        with torch.autocast("cpu", enabled=False):   # float32: the captured states have large outliers
+        with torch.autocast(captured.device.type, enabled=False):   # float32: the captured states have large outliers
             return self.fc(captured.float())
 
     def rope_tables(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,7 +80,7 @@ class Eagle3Head(nn.Module):
         q = self.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = self.rope_tables(torch.arange(length) + step_index)
+        cos, sin = self.rope_tables(torch.arange(length, device=features.device) + step_index)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         past_kv.append((k, v))
 
@@ -88,7 +88,7 @@ class Eagle3Head(nn.Module):
         expand = lambda t: t.repeat_interleave(group, dim=1)            # (B, heads, T, D)
         scale = 1.0 / math.sqrt(self.head_dim)
         keys0, values0 = expand(past_kv[0][0]), expand(past_kv[0][1])
-        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        causal = torch.ones(length, length, dtype=torch.bool, device=features.device).tril()
         scores = [(q @ keys0.transpose(-1, -2) * scale).masked_fill(~causal, float("-inf"))]   # (B, H, T, T)
         # the row's own chained rows of steps 1..k: one key each, on the diagonal
         scores += [((q * expand(kk)).sum(-1, keepdim=True) * scale) for kk, _ in past_kv[1:]]

@@ -24,7 +24,9 @@ import json
 import random
 import re
 
-from triton_eagle.prompts import _mtbench_package_dir
+from triton_eagle.prompts import _mtbench_package_dir, mtbench_questions
+
+SHARED_PHRASE_WORDS = 6   # this many words in a row in common with an MT-Bench question = copied text
 
 STDLIB_MODULES = (
     "math", "statistics", "string", "textwrap", "itertools", "functools", "collections", "heapq",
@@ -339,6 +341,21 @@ def _word_problem(rng: random.Random) -> str:
     return rng.choice(WORD_PROBLEMS).format(
         a=a, b=b, c=c, d=rng.randint(2, 12), s=r1 + r2, p=r1 * r2, a2=a + step, a3=a + 2 * step,
         a4=a + 3 * step, tri=rng.choice(TRIANGLES), name=rng.choice(NAMES))
+
+
+def phrases(text: str, words: int = SHARED_PHRASE_WORDS) -> set[tuple[str, ...]]:
+    """Every run of `words` consecutive lower-cased words of `text`."""
+    tokens = re.findall(r"[a-z0-9']+", text.lower())
+    return {tuple(tokens[i:i + words]) for i in range(len(tokens) - words + 1)}
+
+
+def shares_phrase_with_mtbench():
+    """A predicate: does a text share a phrase (or its whole wording) with an MT-Bench first turn?
+    Prompt sources that are not fixed text (sampled user turns) are filtered with it."""
+    questions = mtbench_questions()
+    mtbench = set().union(*(phrases(q.text) for q in questions))
+    wordings = {" ".join(re.findall(r"[a-z0-9']+", q.text.lower())) for q in questions}
+    return lambda text: bool(phrases(text) & mtbench) or " ".join(re.findall(r"[a-z0-9']+", text.lower())) in wordings
 
 
 def dummy_conversation_prompts() -> list[str]:

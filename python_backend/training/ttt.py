@@ -15,9 +15,9 @@ matches plus one target token, jump - so it weights rows as decoding visits them
 targets outside the draft vocab as rejections. The simulated figure is what the engine
 measures on those conversations (greedy); the per-row average overstates it.
 
-Matmuls run in bfloat16 under CPU autocast when `bf16_autocast` is set (about twice the
+Matmuls run in bfloat16 under autocast when `bf16_autocast` is set (about twice the
 float32 matmul rate on CPUs with AVX512-BF16 / AMX); weights, norms, residuals and the loss
-stay float32.
+stay float32. `device` moves the head and each batch (collated on the host) to a GPU.
 """
 from __future__ import annotations
 
@@ -52,6 +52,7 @@ class TrainSettings:
     weight_decay: float = 0.0
     seed: int = 0
     bf16_autocast: bool = False
+    device: str = "cpu"
 
 
 @dataclass
@@ -63,10 +64,14 @@ class Batch:
     answer_starts: list[int] | None = None   # per example: index of its first answer token
     lengths: list[int] | None = None         # per example: prompt + answer tokens
 
+    def to(self, device) -> "Batch":
+        move = lambda tensors: [t.to(device, non_blocking=True) for t in tensors]
+        return Batch(self.features.to(device, non_blocking=True), move(self.inputs), move(self.targets),
+                     move(self.masks), self.answer_starts, self.lengths)
 
-def make_batches(examples: list[Example], vocab: DraftVocab, ttt_steps: int, tokens_per_batch: int,
-                 shuffle_rng: np.random.Generator | None) -> list[Batch]:
-    """Length-sorted batches (little padding), in shuffled order when a rng is given."""
+
+def length_groups(examples: list[Example], tokens_per_batch: int) -> list[list[int]]:
+    """Example indices in length-sorted groups of at most `tokens_per_batch` padded tokens."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].token_ids))
     groups, current = [], []
     for index in order:
@@ -77,9 +82,23 @@ def make_batches(examples: list[Example], vocab: DraftVocab, ttt_steps: int, tok
         current.append(index)
     if current:
         groups.append(current)
+    return groups
+
+
+def make_batches(examples: list[Example], vocab: DraftVocab, ttt_steps: int, tokens_per_batch: int,
+                 shuffle_rng: np.random.Generator | None) -> list[Batch]:
+    """Length-sorted batches (little padding), in shuffled order when a rng is given."""
+    return list(iter_batches(examples, vocab, ttt_steps, length_groups(examples, tokens_per_batch), shuffle_rng))
+
+
+def iter_batches(examples: list[Example], vocab: DraftVocab, ttt_steps: int, groups: list[list[int]],
+                 shuffle_rng: np.random.Generator | None):
+    """Collated one at a time: an epoch of features is never all in memory twice."""
+    groups = list(groups)
     if shuffle_rng is not None:
         shuffle_rng.shuffle(groups)
-    return [collate([examples[i] for i in group], vocab, ttt_steps) for group in groups]
+    for group in groups:
+        yield collate([examples[i] for i in group], vocab, ttt_steps)
 
 
 def collate(examples: list[Example], vocab: DraftVocab, ttt_steps: int) -> Batch:
@@ -144,7 +163,7 @@ def unroll(head: Eagle3Head, batch: Batch) -> list[torch.Tensor]:
 
 def batch_loss(head: Eagle3Head, batch: Batch) -> tuple[torch.Tensor, list[float], list[int]]:
     """(weighted loss, per-step correct counts, per-step target counts)."""
-    loss = torch.zeros(())
+    loss = torch.zeros((), device=batch.features.device)
     correct, counted = [], []
     for k, (hidden, targets, mask) in enumerate(zip(unroll(head, batch), batch.targets, batch.masks)):
         selected = head.logits(hidden[mask])
@@ -167,7 +186,9 @@ def evaluate(head: Eagle3Head, batches: list[Batch]) -> dict:
     correct = counted = None
     losses, accepted_sum, chain_rows = [], 0, 0
     simulated_accepted = simulated_steps = 0
+    device = next(head.parameters()).device
     for batch in batches:
+        batch = batch.to(device)
         all_logits = [head.logits(hidden) for hidden in unroll(head, batch)]
         step_correct = []
         loss = 0.0
@@ -185,7 +206,7 @@ def evaluate(head: Eagle3Head, batches: list[Batch]) -> dict:
         accepted_sum += int(leading[full_rows].sum())
         chain_rows += int(full_rows.sum())
         if batch.answer_starts is not None:
-            correct_rows = [s.numpy() for s in step_correct]
+            correct_rows = [s.cpu().numpy() for s in step_correct]
             for b, (answer_start, length) in enumerate(zip(batch.answer_starts, batch.lengths)):
                 accepted, steps = simulate_decoding([c[b] for c in correct_rows], answer_start, length)
                 simulated_accepted += accepted
@@ -201,10 +222,11 @@ def train(head: Eagle3Head, train_examples: list[Example], val_examples: list[Ex
           settings: TrainSettings, log=print, after_epoch=None) -> dict:
     """Train in place; `after_epoch(history)` runs after each epoch (the caller saves the head there)."""
     torch.manual_seed(settings.seed)
+    head.to(settings.device)
     rng = np.random.default_rng(settings.seed)
     val_batches = make_batches(val_examples, vocab, settings.ttt_steps, settings.tokens_per_batch, None)
-    batches_per_epoch = len(make_batches(train_examples, vocab, settings.ttt_steps, settings.tokens_per_batch, None))
-    total_steps = settings.epochs * batches_per_epoch
+    train_groups = length_groups(train_examples, settings.tokens_per_batch)
+    total_steps = settings.epochs * len(train_groups)
     parameters = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, betas=(0.9, 0.95),
                                   weight_decay=settings.weight_decay)
@@ -222,11 +244,12 @@ def train(head: Eagle3Head, train_examples: list[Example], val_examples: list[Ex
     step = 0
     for epoch in range(settings.epochs):
         epoch_loss, epoch_batches = 0.0, 0
-        for batch in make_batches(train_examples, vocab, settings.ttt_steps, settings.tokens_per_batch, rng):
+        for batch in iter_batches(train_examples, vocab, settings.ttt_steps, train_groups, rng):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16_autocast):
-                loss, _, _ = batch_loss(head, batch)
+            with torch.autocast(torch.device(settings.device).type, dtype=torch.bfloat16,
+                                enabled=settings.bf16_autocast):
+                loss, _, _ = batch_loss(head, batch.to(settings.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
