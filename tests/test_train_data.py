@@ -8,6 +8,8 @@ the engine's greedy answers and the hidden states a separate prefill pass record
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ import pytest
 from python_backend.training.prompts import (dummy_conversation_prompts, module_summaries, phrases,
                                              pydoc_passages, shares_phrase_with_mtbench, stdlib_summaries,
                                              training_prompts)
+from python_backend.training.hf_target import usable_user_turn
 from python_backend.training.ttt import simulate_decoding
 from triton_eagle.prompts import mtbench_questions
 
@@ -98,3 +101,22 @@ def test_answers_with_features_match_the_engine_and_a_prefill(smollm2_dir):
     keep[ends - 1] = False                       # each conversation's last token is never read: zeros
     assert not features[~keep].any()
     np.testing.assert_allclose(features[keep], reference[keep], rtol=1e-3, atol=1e-3 * np.abs(reference).max())
+
+
+def test_the_archived_self_instruct_prompts_are_new_distinct_and_not_mtbench():
+    # the user turns the committed head was trained on (sampled from the target, `train-draft-gpu`)
+    from triton_eagle.train_draft import _self_instruct_from_file
+    path = Path("heads/SmolLM2-135M-Instruct-Eagle3/self_instruct_prompts.jsonl")
+    prompts = _self_instruct_from_file(path, training_prompts(1000, seed=0), 6000)
+    assert len(prompts) == 6000 and all(usable_user_turn(p) for p in prompts)
+    assert _self_instruct_from_file(path, [], 10) == prompts[:10]
+
+
+def test_an_archived_prompt_that_copies_mtbench_is_refused(tmp_path):
+    from triton_eagle.train_draft import _self_instruct_from_file
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps("Tell me a joke about cats.") + "\n" + json.dumps(mtbench_questions()[3].text) + "\n")
+    with pytest.raises(SystemExit, match="prompt 2 is not a new string free of MT-Bench phrases"):
+        _self_instruct_from_file(path, [], 0)
+    with pytest.raises(SystemExit, match="holds 2 prompts, fewer than"):
+        _self_instruct_from_file(path, [], 3)

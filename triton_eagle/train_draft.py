@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--self-instruct-prompts", type=int, default=0,
                         help="also sample this many user turns from the target (Magpie), never sharing a "
                              "phrase with MT-Bench")
+    parser.add_argument("--self-instruct-file", default=None,
+                        help="read the sampled user turns from this JSONL file (one JSON string a line, as "
+                             "train-draft writes them) instead of sampling; with --self-instruct-prompts N, "
+                             "its first N")
 
 
 def _cached(path: Path, settings: dict) -> bool:
@@ -105,6 +109,27 @@ def _self_instruct(hf_model, tokenizer, packaged: list[str], args, work_dir: Pat
     return sampled
 
 
+def _self_instruct_from_file(path: Path, packaged: list[str], count: int) -> list[str]:
+    """Archived sampled user turns; the same checks as fresh ones (distinct, new, no MT-Bench phrase)."""
+    from python_backend.training.prompts import shares_phrase_with_mtbench
+
+    prompts = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if count:
+        if len(prompts) < count:
+            raise SystemExit(f"--self-instruct-file {path} holds {len(prompts)} prompts, fewer than "
+                             f"--self-instruct-prompts {count}")
+        prompts = prompts[:count]
+    copied, known = shares_phrase_with_mtbench(), set(packaged)
+    for number, prompt in enumerate(prompts, 1):
+        if not isinstance(prompt, str) or prompt in known or copied(prompt):
+            raise SystemExit(f"--self-instruct-file {path}: prompt {number} is not a new string free of "
+                             f"MT-Bench phrases: {str(prompt)[:80]!r}")
+    if len(set(prompts)) != len(prompts):
+        raise SystemExit(f"--self-instruct-file {path} repeats prompts")
+    print(f"self-instruct prompts: {len(prompts)} from {path}")
+    return prompts
+
+
 def run(args) -> int:
     try:
         import torch
@@ -133,13 +158,15 @@ def run(args) -> int:
     layers = resolve_layers_to_capture(args.layers, target.num_layers)
 
     hf_model = None
-    if args.synthesizer == "transformers" or args.self_instruct_prompts:
+    if args.synthesizer == "transformers" or (args.self_instruct_prompts and not args.self_instruct_file):
         from python_backend.training.hf_target import load_hf_target
         hf_model = load_hf_target(args.model, args.device)
 
     # a. data: greedy answers by the target
     prompts = training_prompts(args.num_prompts, seed=args.seed)
-    if args.self_instruct_prompts:
+    if args.self_instruct_file:
+        prompts += _self_instruct_from_file(Path(args.self_instruct_file), prompts, args.self_instruct_prompts)
+    elif args.self_instruct_prompts:
         prompts += _self_instruct(hf_model, tokenizer, prompts, args, work_dir)
     data_settings = {"model": str(Path(args.model).resolve()), "max_new_tokens": args.max_new_tokens,
                      "prompts_sha256": hashlib.sha256("\0".join(prompts).encode()).hexdigest(),
@@ -206,7 +233,8 @@ def run(args) -> int:
                              bf16_autocast=args.bf16_autocast, device=args.device)
     summary = {
         "target": Path(args.model).name, "layers_to_capture": layers, "draft_vocab_size": args.draft_vocab,
-        "init_layer": init_layer, "prompts": len(prompts), "self_instruct_prompts": args.self_instruct_prompts,
+        "init_layer": init_layer, "prompts": len(prompts), "self_instruct_prompts": len(prompts) - args.num_prompts,
+        "self_instruct_file": args.self_instruct_file,
         "synthesizer": args.synthesizer, "device": args.device, "max_new_tokens": args.max_new_tokens,
         "train_conversations": len(train_examples), "heldout_conversations": len(val_examples),
         "train_tokens": int(sum(len(e.token_ids) for e in train_examples)),
