@@ -67,3 +67,11 @@ def test_a_second_run_reuses_answers_and_hidden_states(tiny_target, tmp_path, ca
     train(tiny_target, tmp_path / "wd", tmp_path / "head", "transformers", capsys)
     printed = train(tiny_target, tmp_path / "wd", tmp_path / "head", "transformers", capsys)
     assert "answers and hidden states: reusing" in printed
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unusable_device_is_refused_before_any_work(tmp_path, capsys):
+    code = main(["train-draft", "--device", "cuda", "--work-dir", str(tmp_path / "wd"), "--out", str(tmp_path / "head")])
+    assert code == 2
+    assert "--device cuda is not usable here" in capsys.readouterr().out
+    assert not (tmp_path / "wd").exists()

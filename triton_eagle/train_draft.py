@@ -148,6 +148,11 @@ def run(args) -> int:
     from python_backend.training.ttt import Example, TrainSettings, train
     from python_backend.training.vocab import build_draft_vocab
 
+    try:
+        torch.empty(0, device=args.device)
+    except (RuntimeError, AssertionError) as err:   # e.g. a CPU-only torch asked for cuda
+        print(f"train-draft: --device {args.device} is not usable here: {err}")
+        return 2
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     work_dir = Path(args.work_dir)
