@@ -343,9 +343,13 @@ def _word_problem(rng: random.Random) -> str:
         a4=a + 3 * step, tri=rng.choice(TRIANGLES), name=rng.choice(NAMES))
 
 
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
 def phrases(text: str, words: int = SHARED_PHRASE_WORDS) -> set[tuple[str, ...]]:
     """Every run of `words` consecutive lower-cased words of `text`."""
-    tokens = re.findall(r"[a-z0-9']+", text.lower())
+    tokens = _words(text)
     return {tuple(tokens[i:i + words]) for i in range(len(tokens) - words + 1)}
 
 
@@ -354,8 +358,8 @@ def shares_phrase_with_mtbench():
     Prompt sources that are not fixed text (sampled user turns) are filtered with it."""
     questions = mtbench_questions()
     mtbench = set().union(*(phrases(q.text) for q in questions))
-    wordings = {" ".join(re.findall(r"[a-z0-9']+", q.text.lower())) for q in questions}
-    return lambda text: bool(phrases(text) & mtbench) or " ".join(re.findall(r"[a-z0-9']+", text.lower())) in wordings
+    wordings = {tuple(_words(q.text)) for q in questions}
+    return lambda text: bool(phrases(text) & mtbench) or tuple(_words(text)) in wordings
 
 
 def dummy_conversation_prompts() -> list[str]:
