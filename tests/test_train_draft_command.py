@@ -75,3 +75,20 @@ def test_an_unusable_device_is_refused_before_any_work(tmp_path, capsys):
     assert code == 2
     assert "--device cuda is not usable here" in capsys.readouterr().out
     assert not (tmp_path / "wd").exists()
+
+
+def test_self_instruct_prompts_are_sampled_once_then_reused(tmp_path, capsys):
+    # the real target (a random one never ends a user turn): 2 sampled turns, tiny answers
+    args = ["train-draft", "--synthesizer", "transformers", "--self-instruct-prompts", "2", "--synthesis-batch", "4",
+            "--num-prompts", "2", "--max-new-tokens", "4", "--epochs", "1", "--val-every", "2",
+            "--work-dir", str(tmp_path / "wd"), "--out", str(tmp_path / "head")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    sampled = [json.loads(line) for line in (tmp_path / "wd" / "self_instruct_prompts.jsonl").read_text().splitlines()]
+    assert len(sampled) == 2 and "self-instruct prompts: 2/2" in first
+    log = json.loads((tmp_path / "head" / "training_log.json").read_text())
+    assert log["prompts"] == 4 and log["self_instruct_prompts"] == 2
+
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert "self-instruct prompts: reusing" in second and "answers and hidden states: reusing" in second

@@ -103,7 +103,7 @@ def _self_instruct(hf_model, tokenizer, packaged: list[str], args, work_dir: Pat
     copied, known = shares_phrase_with_mtbench(), set(packaged)
     sampled = self_instruct_prompts(hf_model, tokenizer, args.self_instruct_prompts,
                                     exclude=lambda text: text in known or copied(text), seed=args.seed,
-                                    batch_size=max(args.synthesis_batch, 64))
+                                    batch_size=args.synthesis_batch)
     path.write_text("".join(json.dumps(p) + "\n" for p in sampled))
     _mark(path, settings)
     return sampled
