@@ -18,6 +18,7 @@ import numpy as np
 
 from ensemble.chat import InputError, decode_utf8, parse_messages
 from ensemble.triton_io import declare_tensors, engine_config_path
+from python_backend.prompt_limits import PromptLimits
 
 try:
     import triton_python_backend_utils as pb_utils
@@ -27,6 +28,9 @@ except ImportError:  # outside tritonserver (unit tests): the plain functions st
 DEFAULT_MAX_TOKENS = 128
 MAX_STOP_STRINGS = 16
 MAX_STOP_STRING_BYTES = 256   # each one widens the context every streamed response carries (§3)
+# model parameter: "true" renders text_input as one user message with the chat template; off by
+# default, so text_input is the raw prompt as in NVIDIA's preprocessing (chats go in `messages`)
+TEXT_INPUT_AS_USER_MESSAGE = "text_input_as_user_message"
 
 # preprocessing input -> (Triton type, dims without batch, the ensemble input it comes from)
 INPUTS: dict[str, tuple[str, list[int], str]] = {
@@ -100,23 +104,31 @@ class PreprocessedRequest:
         }
 
 
-def preprocess(inputs: Mapping[str, np.ndarray], tokenizer, max_seq_len: int) -> PreprocessedRequest:
+def preprocess(inputs: Mapping[str, np.ndarray], tokenizer, limits: PromptLimits,
+               text_input_as_user_message: bool = False) -> PreprocessedRequest:
     """Validate one request's arrays (name -> array with the batch dim) and build the engine's inputs.
 
+    text_input is the raw prompt, tokenized as NVIDIA's preprocessing does (`tokenizer.encode(query,
+    add_special_tokens=...)` with its default True: triton_backend/all_models/inflight_batcher_llm/
+    preprocessing/1/model.py `_create_request`); no chat template unless the model parameter
+    text_input_as_user_message is on. `messages` is a chat, rendered with the template.
     Raises InputError whose message starts with the ensemble input's name.
     """
     reader = _Reader(inputs)
     query = reader.scalar("QUERY")
     messages = reader.scalar("MESSAGES")
     if query is None and messages is None:
-        raise InputError("text_input: required: send the prompt as text_input, or a chat as messages")
+        raise InputError("text_input: required: send the raw prompt as text_input, or a chat as messages")
     if query is not None and messages is not None:
         raise InputError("text_input, messages: send only one of them")
+    text = chat = None
     if query is not None:
         text = decode_utf8(query, "text_input")
         if not text:
             raise InputError("text_input: must not be empty")
-        prompt_from, chat = "text_input", [{"role": "user", "content": text}]
+        prompt_from = "text_input"
+        if text_input_as_user_message:
+            chat, text = [{"role": "user", "content": text}], None
     else:
         prompt_from, chat = "messages", parse_messages(messages, "messages")
 
@@ -125,6 +137,7 @@ def preprocess(inputs: Mapping[str, np.ndarray], tokenizer, max_seq_len: int) ->
         if value is not None and not _equals(value, neutral):
             raise InputError(f"{INPUTS[name][2]}: only {_show(neutral)} is supported ({why}), got {_show(value)}")
 
+    max_seq_len = limits.max_seq_len
     max_tokens = reader.integer("REQUEST_OUTPUT_LEN", default=min(DEFAULT_MAX_TOKENS, max_seq_len))
     if not 1 <= max_tokens <= max_seq_len:
         raise InputError(f"max_tokens: must be 1..{max_seq_len} (max_seq_len), got {max_tokens}")
@@ -135,13 +148,20 @@ def preprocess(inputs: Mapping[str, np.ndarray], tokenizer, max_seq_len: int) ->
     pad_id = _token_id(reader.integer("PAD_ID", tokenizer.pad_token_id), "pad_id", tokenizer.vocab_size)
 
     reasoning_effort = _reasoning_effort(reader, tokenizer)
-    try:
-        input_ids = tokenizer.render_chat(chat, reasoning_effort=reasoning_effort)
-    except ValueError as err:   # e.g. a template that rejects the roles' order
-        raise InputError(f"{prompt_from}: the chat template refused it: {err}") from None
-    if len(input_ids) >= max_seq_len:
-        raise InputError(f"{prompt_from}: the prompt is {len(input_ids)} tokens with the chat template; "
-                         f"it must be shorter than max_seq_len ({max_seq_len})")
+    if text is not None:
+        if reasoning_effort is not None:
+            raise InputError("reasoning_effort: applies to chats (messages); text_input is a raw prompt")
+        input_ids = tokenizer.encode_prompt(text)
+        if not input_ids:
+            raise InputError("text_input: tokenizes to no tokens")
+    else:
+        try:
+            input_ids = tokenizer.render_chat(chat, reasoning_effort=reasoning_effort)
+        except ValueError as err:   # e.g. a template that rejects the roles' order
+            raise InputError(f"{prompt_from}: the chat template refused it: {err}") from None
+    problem = limits.problem(len(input_ids))
+    if problem:
+        raise InputError(f"{prompt_from}: {problem}")
     return PreprocessedRequest(input_ids=input_ids, max_tokens=max_tokens, stop_strings=stop_strings,
                                bad_words_ids=bad_words, end_id=end_id, pad_id=pad_id,
                                request_uuid=uuid.uuid4().hex)
@@ -270,12 +290,13 @@ class TritonPythonModel:
         model_config = json.loads(args["model_config"])
         config_path = engine_config_path(args["model_repository"], model_config)
         engine_config = load_engine_config(config_path)
-        self.max_seq_len = engine_config.max_seq_len
+        self.limits = PromptLimits.from_config(engine_config)
+        self.text_input_as_user_message = _flag_parameter(model_config, TEXT_INPUT_AS_USER_MESSAGE)
         self.tokenizer = load_tokenizer(engine_config.tokenizer_dir, engine_config.chat_format,
                                         engine_config.reasoning_effort)
         pb_utils.Logger.log_info(f"preprocessing: {engine_config.chat_format} chat format, "
-                                 f"tokenizer {engine_config.tokenizer_dir}, "
-                                 f"max_seq_len {self.max_seq_len} (from {config_path})")
+                                 f"tokenizer {engine_config.tokenizer_dir}, {self.limits} (from {config_path}); "
+                                 f"text_input is {'one user message' if self.text_input_as_user_message else 'the raw prompt'}")
 
     def execute(self, requests):
         return [self._respond(request) for request in requests]
@@ -287,7 +308,7 @@ class TritonPythonModel:
                 tensor = pb_utils.get_input_tensor_by_name(request, name)
                 if tensor is not None:
                     arrays[name] = tensor.as_numpy()
-            result = preprocess(arrays, self.tokenizer, self.max_seq_len)
+            result = preprocess(arrays, self.tokenizer, self.limits, self.text_input_as_user_message)
         except InputError as err:
             return _error_response(str(err), "INVALID_ARG")
         except Exception as err:  # a bug must cost one request, never the model
@@ -295,6 +316,14 @@ class TritonPythonModel:
             return _error_response(f"preprocessing: internal error: {err}", "INTERNAL")
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor(name, array) for name, array in result.output_arrays().items()])
+
+
+def _flag_parameter(model_config: dict, name: str) -> bool:
+    """A true/false model parameter of config.pbtxt; absent = false; anything else refuses the load."""
+    value = model_config.get("parameters", {}).get(name, {}).get("string_value", "false").strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"parameter {name}: must be \"true\" or \"false\", got {value!r}")
+    return value == "true"
 
 
 def _error_response(message: str, code_name: str):

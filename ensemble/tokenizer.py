@@ -1,15 +1,17 @@
 """The tokenizer and chat format, loaded once per model instance (never per request).
 
 Every chat format offers the same interface, so preprocessing and postprocessing never
-ask which one they run: `encode_plain`, `render_chat(messages, reasoning_effort=None)`,
+ask which one they run: `encode_plain`, `encode_prompt` (a raw prompt, as NVIDIA's preprocessing
+tokenizes text_input), `render_chat(messages, reasoning_effort=None)`,
 `decode`, `eos_token_id`, `pad_token_id`, `vocab_size`, `stop_token_ids` (ids besides eos
 that end the assistant's turn), `reasoning_efforts` (accepted values; empty when the format
 has none) and `new_output_parser(stop_strings)` (None when the text has no channels; else
 a per-request parser splitting answer and reasoning, ensemble/chat_formats/output.py).
 
-User text is always plain text: a client who types "<|im_start|>" gets the
-tokens of those characters, never the control token, so nobody can forge a
-turn of the conversation from inside a message.
+Message text is always plain text: a client who types "<|im_start|>" inside a message gets
+the tokens of those characters, never the control token, so nobody can forge a turn of the
+conversation from inside a message. A raw prompt (`encode_prompt`) is the caller's own
+template: its control-token strings are control tokens, as in NVIDIA's preprocessing.
 """
 from __future__ import annotations
 
@@ -47,6 +49,13 @@ class TextTokenizer:
         """Token ids of `text` as plain text: special-token strings are not control tokens."""
         with self._encode_lock:
             return list(self._hf.encode(text, add_special_tokens=False, split_special_tokens=True))
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw prompt as NVIDIA's preprocessing tokenizes text_input: `tokenizer.encode(text,
+        add_special_tokens=True)` (its default), so the tokenizer's own rule adds BOS or not and
+        control-token strings are control tokens."""
+        with self._encode_lock:
+            return list(self._hf.encode(text, add_special_tokens=True, split_special_tokens=False))
 
     def render_chat(self, messages: Sequence[dict[str, str]], reasoning_effort: str | None = None) -> list[int]:
         """The checkpoint's chat template with the generation prompt, tokenized.

@@ -57,7 +57,7 @@ def _add_arguments(parser) -> None:
                        help="max_tokens of mt-bench / JSONL requests without their own (default 128)")
     group.add_argument("--input-tokens", type=int, default=128, help="synthetic: words (≈ tokens) in")
     group.add_argument("--output-tokens", type=int, default=128,
-                       help="synthetic: tokens out (min_length = max_tokens)")
+                       help="synthetic: tokens out (min_tokens = max_tokens)")
     group.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on --host's host name")
     group.add_argument("--request-timeout", type=float, default=300.0,
                        help="seconds until a request without its final response counts as a timeout")

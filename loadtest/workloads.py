@@ -1,5 +1,8 @@
 """What the simulated users ask: MT-Bench, a synthetic fixed-length workload, or the
-user's own prompts from a JSONL file. Each is a list of prompts the users cycle through."""
+user's own prompts from a JSONL file. Each is a list of prompts the users cycle through.
+
+Chats go through `messages` (rendered with the model's chat template); `text` is sent as
+text_input, the raw prompt (no template), as NVIDIA's ensemble defines it."""
 from __future__ import annotations
 
 import itertools
@@ -34,12 +37,12 @@ class Prompt:
     text: str | None = None
     messages: list[dict] | None = None
     max_tokens: int | None = None
-    min_length: int | None = None
+    min_tokens: int | None = None
 
     def fields(self, default_max_tokens: int) -> dict:
         """Ensemble inputs (request_fields names) for one streamed request."""
         return request_fields(self.text, messages=self.messages, stream=True,
-                              max_tokens=self.max_tokens or default_max_tokens, min_length=self.min_length)
+                              max_tokens=self.max_tokens or default_max_tokens, min_tokens=self.min_tokens)
 
 
 @dataclass(frozen=True)
@@ -54,31 +57,32 @@ class Workload:
 
 
 def mtbench() -> Workload:
-    """The 80 MT-Bench first turns, categories interleaved so any stretch mixes them."""
+    """The 80 MT-Bench first turns as one-message chats, categories interleaved so any stretch mixes them."""
     from triton_eagle.prompts import MTBENCH_CATEGORIES, mtbench_questions
 
     by_category = [[q for q in mtbench_questions() if q.category == c] for c in MTBENCH_CATEGORIES]
     interleaved = [q for group in zip(*by_category) for q in group]
-    return Workload(MTBENCH, tuple(Prompt(f"mt-bench-{q.question_id}", q.category, text=q.text)
+    return Workload(MTBENCH, tuple(Prompt(f"mt-bench-{q.question_id}", q.category,
+                                          messages=[{"role": "user", "content": q.text}])
                                    for q in interleaved))
 
 
 def synthetic(input_tokens: int, output_tokens: int, seed: int = 0) -> Workload:
-    """Fixed lengths: ~input_tokens words in, exactly output_tokens out (min_length = max_tokens
-    keeps the end token away until then)."""
+    """Fixed lengths: a raw prompt (text_input) of ~input_tokens words, exactly output_tokens out
+    (min_tokens = max_tokens keeps the end token away until then)."""
     if input_tokens < 1 or output_tokens < 1:
         raise ValueError(f"synthetic lengths must be >= 1, got input {input_tokens}, output {output_tokens}")
     rng = random.Random(seed)
     prompts = tuple(
         Prompt(f"synthetic-{index}", SYNTHETIC,
                text=" ".join(rng.choice(SYNTHETIC_WORDS) for _ in range(input_tokens)),
-               max_tokens=output_tokens, min_length=output_tokens)
+               max_tokens=output_tokens, min_tokens=output_tokens)
         for index in range(SYNTHETIC_POOL))
     return Workload(f"{SYNTHETIC}-{input_tokens}-{output_tokens}", prompts)
 
 
 def from_jsonl(path: str | Path) -> Workload:
-    """One prompt per line: {"text": ...} (or "prompt"), or {"messages": [...]} (OpenAI chat);
+    """One prompt per line: {"text": ...} (or "prompt"; a raw prompt), or {"messages": [...]} (a chat);
     optional "category" and "max_tokens". A line may also be a bare JSON string."""
     path = Path(path)
     prompts = []

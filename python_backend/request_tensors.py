@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import InvalidRequestError, SamplingParams, SpeculativeStats
 
 # name -> (Triton data type, dims without the batch dim, optional)
@@ -24,8 +25,10 @@ INPUTS: dict[str, tuple[str, list[int], bool]] = {
     "runtime_top_k": ("TYPE_INT32", [1], True),
     "runtime_top_p": ("TYPE_FP32", [1], True),
     "temperature": ("TYPE_FP32", [1], True),
-    "random_seed": ("TYPE_UINT64", [1], True),
-    "min_length": ("TYPE_INT32", [1], True),
+    "seed": ("TYPE_UINT64", [1], True),
+    "min_tokens": ("TYPE_INT32", [1], True),
+    "random_seed": ("TYPE_UINT64", [1], True),   # alias of seed (ALIASES)
+    "min_length": ("TYPE_INT32", [1], True),     # alias of min_tokens
     "streaming": ("TYPE_BOOL", [1], True),
     "bad_words_list": ("TYPE_INT32", [2, -1], True),
     "stop_strings": ("TYPE_STRING", [-1], True),
@@ -48,6 +51,12 @@ OUTPUTS: dict[str, tuple[str, list[int]]] = {
     "acceptance_length": ("TYPE_FP32", [1]),
     "acceptance_rate": ("TYPE_FP32", [1]),
 }
+
+# older name -> NVIDIA's current one. tensorrtllm_backend renamed them in its ensemble and
+# tensorrt_llm configs (triton_backend/all_models/inflight_batcher_llm/ensemble/config.pbtxt,
+# NVIDIA/TensorRT-LLM commit 2a9abd9536aa62ad3e4b9314be9286b1b1be523b: inputs "seed" and
+# "min_tokens"); Triton's OpenAI frontend and genai-perf still send the old names.
+ALIASES = {"random_seed": "seed", "min_length": "min_tokens"}
 
 # numpy dtype kinds each Triton type arrives as (Triton enforces the exact type; the
 # check keeps direct callers honest and names the input when they are not)
@@ -74,7 +83,7 @@ class StopRequest:
     target: str
 
 
-def parse_request(inputs: Mapping[str, np.ndarray], *, max_seq_len: int,
+def parse_request(inputs: Mapping[str, np.ndarray], *, limits: PromptLimits,
                   vocab_size: int | None = None, request_id: str = "") -> GenerateRequest | StopRequest:
     """Turn one request's input arrays (name -> array with the batch dim) into a typed request.
 
@@ -112,10 +121,10 @@ def parse_request(inputs: Mapping[str, np.ndarray], *, max_seq_len: int,
                 f"input_ids: token id {outside[0]} is outside the vocabulary (0..{vocab_size - 1})")
     elif min(prompt) < 0:
         raise InvalidRequestError(f"input_ids: token ids must be >= 0, got {min(prompt)}")
-    if len(prompt) >= max_seq_len:
-        raise InvalidRequestError(
-            f"input_ids: the prompt has {len(prompt)} tokens; max_seq_len is {max_seq_len}, "
-            f"so at most {max_seq_len - 1} prompt tokens leave room to generate")
+    problem = limits.problem(len(prompt))
+    if problem:
+        raise InvalidRequestError(f"input_ids: {problem}")
+    max_seq_len = limits.max_seq_len
 
     output_len = reader.integer("request_output_len", default=None)
     if output_len is None:
@@ -132,9 +141,9 @@ def parse_request(inputs: Mapping[str, np.ndarray], *, max_seq_len: int,
     top_k = reader.integer("runtime_top_k", default=0)
     if top_k < 0:
         raise InvalidRequestError(f"runtime_top_k must be >= 0 (0 = off), got {top_k}")
-    min_length = reader.integer("min_length", default=0)
-    if min_length < 0:
-        raise InvalidRequestError(f"min_length must be >= 0, got {min_length}")
+    min_tokens = reader.aliased_integer("min_tokens", default=0)
+    if min_tokens < 0:
+        raise InvalidRequestError(f"min_tokens must be >= 0, got {min_tokens}")
     end_id = reader.integer("end_id", default=None)
     pad_id = reader.integer("pad_id", default=None)
     for name, value in (("end_id", end_id), ("pad_id", pad_id)):
@@ -147,15 +156,14 @@ def parse_request(inputs: Mapping[str, np.ndarray], *, max_seq_len: int,
                 f"{name} must be -1 or a token id 0..{upper if upper is not None else 'vocab-1'}, got {value}")
 
     params = SamplingParams(
-        # generation also ends at max_seq_len; clamping keeps a long prompt's request valid
-        max_tokens=min(output_len, max_seq_len - len(prompt)),
+        max_tokens=limits.max_new_tokens(len(prompt), output_len),
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
-        seed=reader.integer("random_seed", default=None),
+        seed=reader.aliased_integer("seed", default=None),
         end_id=end_id,
         pad_id=pad_id,
-        min_tokens=min_length,
+        min_tokens=min_tokens,
         bad_words_ids=reader.bad_words("bad_words_list"),
         return_perf_metrics=reader.flag("return_perf_metrics", default=True),
     )
@@ -200,6 +208,17 @@ class _Reader:
     def integer(self, name: str, default):
         value = self._scalar(name)
         return default if value is None else int(value)
+
+    def aliased_integer(self, name: str, default):
+        """`name` or its older alias; both sent with different values is an error naming both."""
+        (alias,) = [old for old, new in ALIASES.items() if new == name]
+        value, old_value = self.integer(name, default=None), self.integer(alias, default=None)
+        if value is not None and old_value is not None and value != old_value:
+            raise InvalidRequestError(f"{name}, {alias}: both sent with different values ({value} and {old_value}); "
+                                      f"send {name} only ({alias} is its older name)")
+        if value is None:
+            value = old_value
+        return default if value is None else value
 
     def real(self, name: str, default: float) -> float:
         value = self._scalar(name)

@@ -22,6 +22,7 @@ from ensemble.detokenizer import StopStringMatcher, context_window
 from ensemble.tokenizer import load_tokenizer
 from python_backend.config import load_engine_config
 from python_backend.engines import build_engine
+from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import GenerationResult, InvalidRequestError, SpeculativeStats, StepOutput
 from python_backend.request_tensors import (INPUTS, OUTPUTS, GenerateRequest, StopRequest,
                                             parse_request, response_arrays)
@@ -75,6 +76,8 @@ class TritonPythonModel:
         self.logger.log_info(f"tensorrt_llm: engine {self.config.engine} from {config_path}; model {self.config.model}")
         if ignored:
             self.logger.log_warn(f"tensorrt_llm: the {self.config.engine} engine ignores: {', '.join(ignored)}")
+        for warning in self.config.load_warnings():
+            self.logger.log_warn(f"tensorrt_llm: {warning}")
         self.tokenizer = load_tokenizer(self.config.tokenizer_dir)   # for stop strings
         self.engine = build_engine(self.config)
         self.vocab_size = getattr(self.engine, "vocab_size", None)
@@ -117,7 +120,7 @@ class TritonPythonModel:
     def _accept(self, request) -> None:
         sender = request.get_response_sender()
         try:
-            parsed = parse_request(self._input_arrays(request), max_seq_len=self.engine.max_seq_len,
+            parsed = parse_request(self._input_arrays(request), limits=PromptLimits.from_config(self.config),
                                    vocab_size=self.vocab_size, request_id=request.request_id())
             if isinstance(parsed, StopRequest):
                 self._stop(parsed, sender)

@@ -27,14 +27,15 @@ def test_max_concurrency_counts_only_requests_that_fit_the_batch_and_token_budge
 def test_schedule_takes_the_largest_threshold_at_or_below_the_batch_size():
     policy = DraftPolicy(3, max_batch_size=32, max_num_tokens=8192, draft_len_schedule={1: 3, 4: 2, 8: 0})
     assert [policy.draft_len(n) for n in (1, 3, 4, 7, 8, 32)] == [3, 3, 2, 2, 0, 0]
-    # below the smallest threshold TensorRT-LLM does not speculate
-    assert DraftPolicy(3, 32, 8192, draft_len_schedule={2: 3}).draft_len(1) == 0
 
 
 @pytest.mark.parametrize("kwargs, field", [
     (dict(max_concurrency=0), "max_concurrency"),
     (dict(draft_len_schedule={1: 4}), "draft_len_schedule"),
     (dict(draft_len_schedule={0: 1}), "draft_len_schedule"),
+    # TensorRT-LLM's rule (llm_args.py DecodingBaseConfig): batch size 1 must draft max_draft_len
+    (dict(draft_len_schedule={2: 3}), "must map batch size 1 to max_draft_len"),
+    (dict(draft_len_schedule={1: 2, 4: 1}), "must map batch size 1 to max_draft_len"),
 ])
 def test_bad_limits_are_refused_naming_the_key(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -47,7 +47,7 @@ async def _through_ensemble(grpc_url: str, texts: list[str], concurrency: int, m
         async with grpcclient.InferenceServerClient(grpc_url) as client:
             while not queue.empty():
                 text = queue.get_nowait()
-                fields = request_fields(text, max_tokens=max_tokens, min_length=max_tokens)
+                fields = request_fields(text, max_tokens=max_tokens, min_tokens=max_tokens)
                 generation = await stream_generate(client, fields)
                 if generation.error:
                     errors.append(generation.error)

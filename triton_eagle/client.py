@@ -50,19 +50,20 @@ def request_fields(text: str | None = None, *, messages: list[dict] | str | None
                    max_tokens: int | None = 128, stream: bool = True, temperature: float | None = None,
                    top_p: float | None = None, top_k: int | None = None, seed: int | None = None,
                    stop_words: list[str] | None = None, bad_words: list[str] | None = None,
-                   min_length: int | None = None) -> dict[str, Any]:
-    """Ensemble inputs as a name -> value dict (None = not sent)."""
+                   min_tokens: int | None = None) -> dict[str, Any]:
+    """Ensemble inputs as a name -> value dict (None = not sent). `text`: the raw prompt
+    (text_input, no chat template); `messages`: a chat (rendered with the model's template)."""
     if isinstance(messages, list):
         messages = json.dumps(messages)
     fields = {"text_input": text, "messages": messages, "max_tokens": max_tokens, "stream": stream,
-              "temperature": temperature, "top_p": top_p, "top_k": top_k, "random_seed": seed,
-              "stop_words": stop_words, "bad_words": bad_words, "min_length": min_length}
+              "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed,
+              "stop_words": stop_words, "bad_words": bad_words, "min_tokens": min_tokens}
     return {name: value for name, value in fields.items() if value is not None}
 
 
 _DTYPES = {"text_input": "BYTES", "messages": "BYTES", "stop_words": "BYTES", "bad_words": "BYTES",
-           "max_tokens": "INT32", "top_k": "INT32", "min_length": "INT32", "stream": "BOOL",
-           "temperature": "FP32", "top_p": "FP32", "random_seed": "UINT64"}
+           "max_tokens": "INT32", "top_k": "INT32", "min_tokens": "INT32", "min_length": "INT32", "stream": "BOOL",
+           "temperature": "FP32", "top_p": "FP32", "seed": "UINT64", "random_seed": "UINT64"}
 _NUMPY = {"BYTES": np.object_, "INT32": np.int32, "BOOL": bool, "FP32": np.float32, "UINT64": np.uint64}
 
 

@@ -9,7 +9,10 @@ from triton_eagle.client import request_fields, stream_generate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="user message (rendered with the model's chat template)")
+    parser.add_argument("prompt", help="user message (sent as a one-message chat, rendered with the model's "
+                                       "chat template; with --raw, sent as text_input: the raw prompt)")
+    parser.add_argument("--raw", action="store_true",
+                        help="send the prompt as text_input, tokenized as-is (no chat template)")
     parser.add_argument("--url", default="127.0.0.1:8001", help="gRPC address of tritonserver")
     parser.add_argument("--model", default="ensemble")
     parser.add_argument("--max-tokens", type=int, default=128)
@@ -22,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 async def _generate(args) -> int:
     import tritonclient.grpc.aio as grpcclient
 
-    fields = request_fields(args.prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+    prompt = {"text": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
+    fields = request_fields(**prompt, max_tokens=args.max_tokens, temperature=args.temperature,
                             top_p=args.top_p, seed=args.seed, stop_words=args.stop)
     async with grpcclient.InferenceServerClient(args.url) as client:
         generation = await stream_generate(client, fields, model=args.model,

@@ -6,9 +6,10 @@
 The output is a copy of model_repository/ whose tensorrt_llm/engine.yaml is the preset with
 the two checkpoint paths filled in, and whose tensorrt_llm model runs as KIND_MODEL (the
 engine places itself on the GPUs; decoupled as ever). Everything is checked before any GPU
-work: unknown keys, max_draft_len, both checkpoint folders, and tensor_parallel_size against
+work: our serving keys, max_draft_len, both checkpoint folders, and tensor_parallel_size against
 the GPUs this machine shows (CUDA_VISIBLE_DEVICES, else nvidia-smi; skipped with a note
-where neither says anything). Errors name the field.
+where neither says anything). Errors name the field. An LLM-API key this project does not know
+is a note, not an error: TensorRT-LLM validates its own keys when the model loads.
 """
 from __future__ import annotations
 
@@ -83,7 +84,8 @@ def validate(raw: dict, visible_gpus: int | None) -> list[str]:
     for cli_name, api_name in CLI_ONLY_NAMES.items():
         if cli_name in raw:
             raise ConfigError(f"{cli_name}: a trtllm-serve flag, not an LLM-API option; write {api_name}")
-    config = parse_engine_config(raw)   # unknown keys, max_draft_len <= 0, types
+    config = parse_engine_config(raw)   # serving keys, max_draft_len <= 0, types
+    notes = config.load_warnings()
     if config.engine != "trtllm":
         raise ConfigError(f"engine: presets run the trtllm engine, got {config.engine!r}")
     _checkpoint_folder("model", config.model)
@@ -94,12 +96,12 @@ def validate(raw: dict, visible_gpus: int | None) -> list[str]:
     if world_size < 1:
         raise ConfigError(f"tensor_parallel_size: must be >= 1, got {raw.get('tensor_parallel_size')}")
     if visible_gpus is None:
-        return [f"no GPU information on this machine (no CUDA_VISIBLE_DEVICES, no nvidia-smi): "
+        return notes + [f"no GPU information on this machine (no CUDA_VISIBLE_DEVICES, no nvidia-smi): "
                 f"tensor_parallel_size {world_size} not checked against the GPUs"]
     if visible_gpus == 0 or visible_gpus % world_size:
         raise ConfigError(f"tensor_parallel_size: {world_size} GPUs per engine does not divide the "
                           f"{visible_gpus} visible GPUs (CUDA_VISIBLE_DEVICES / nvidia-smi)")
-    return []
+    return notes
 
 
 def _checkpoint_folder(field: str, path: str | None) -> None:

@@ -16,9 +16,10 @@ from triton_eagle.tritonserver import REPO_ROOT, TritonServer, TritonServerError
 
 CURL_EXAMPLE = """\
 curl -sN -X POST http://{host}:{http_port}/v2/models/ensemble/generate_stream \\
-  -d '{{"text_input": "What is speculative decoding?", "max_tokens": 64, "stream": true}}'"""
+  -d '{{"messages": "[{{\\"role\\": \\"user\\", \\"content\\": \\"What is speculative decoding?\\"}}]", "max_tokens": 64, "stream": true}}'"""
 
 GRPC_EXAMPLE = """\
+import json
 import queue
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -32,7 +33,7 @@ responses = queue.Queue()
 client = grpcclient.InferenceServerClient("{host}:{grpc_port}")
 client.start_stream(callback=lambda result, error: responses.put(error or result))
 client.async_stream_infer("ensemble", [
-    tensor("text_input", "What is speculative decoding?", "BYTES", object),
+    tensor("messages", json.dumps([{{"role": "user", "content": "What is speculative decoding?"}}]), "BYTES", object),
     tensor("max_tokens", 64, "INT32", np.int32),
     tensor("stream", True, "BOOL", bool),
 ], enable_empty_final_response=True)

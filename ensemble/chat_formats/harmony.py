@@ -128,6 +128,10 @@ class HarmonyTokenizer:
     def encode_plain(self, text: str) -> list[int]:
         return list(self._encoding.encode(text, allowed_special=set(), disallowed_special=()))
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw prompt (ensemble/tokenizer.py): control-token strings are control tokens; o200k adds no BOS."""
+        return list(self._encoding.encode(text, allowed_special="all"))
+
     def render_chat(self, messages: Sequence[dict[str, str]], reasoning_effort: str | None = None) -> list[int]:
         from openai_harmony import (Conversation, DeveloperContent, Message, ReasoningEffort, Role,
                                     SystemContent)

@@ -84,6 +84,10 @@ class Qwen3Tokenizer:
         # the checkpoint's normalizer is NFC; control-token strings stay plain text
         return list(self._encoding.encode_ordinary(unicodedata.normalize("NFC", text)))
 
+    def encode_prompt(self, text: str) -> list[int]:
+        """A raw prompt (ensemble/tokenizer.py): control-token strings are control tokens; Qwen adds no BOS."""
+        return list(self._encoding.encode(unicodedata.normalize("NFC", text), allowed_special="all"))
+
     def render_chat(self, messages: Sequence[dict[str, str]], reasoning_effort: str | None = None) -> list[int]:
         if reasoning_effort is not None:
             raise ValueError("reasoning_effort: Qwen3 Thinking has no reasoning effort setting")

@@ -45,6 +45,12 @@ def check_draft_limits(max_draft_len: int, max_concurrency: int | None,
     """Raise ValueError naming the key when a limit cannot mean anything."""
     if max_concurrency is not None and max_concurrency < 1:
         raise ValueError(f"speculative_config.max_concurrency: must be >= 1, got {max_concurrency}")
+    # TensorRT-LLM requires the schedule to hold batch size 1 at max_draft_len (llm_args.py,
+    # DecodingBaseConfig.draft_len_schedule: "enforced to contain batch_size=1 and its according
+    # draft_len equals max_draft_len"); both engines check it, so the CPU engine runs what a GPU would.
+    if draft_len_schedule is not None and draft_len_schedule.get(1) != max_draft_len:
+        raise ValueError(f"speculative_config.draft_len_schedule: must map batch size 1 to max_draft_len "
+                         f"({max_draft_len}), got {draft_len_schedule.get(1)}")
     for batch_size, draft_len in (draft_len_schedule or {}).items():
         if batch_size < 1 or not 0 <= draft_len <= max_draft_len:
             raise ValueError(

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from python_backend.config import EngineConfig
+from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import InvalidRequestError, QueueResult, SamplingParams, StepOutput
 from python_backend.reference.draft_policy import DraftPolicy
 from python_backend.reference.scheduler import Scheduler
@@ -34,7 +35,8 @@ def _first_id(value) -> int | None:
 class ReferenceEngine:
     def __init__(self, target, draft=None, *, draft_len: int = 0, max_batch_size: int = 32,
                  max_num_tokens: int = 8192, max_seq_len: int = 2048, eos_token_id: int | None = None,
-                 max_concurrency: int | None = None, draft_len_schedule: dict[int, int] | None = None):
+                 max_concurrency: int | None = None, draft_len_schedule: dict[int, int] | None = None,
+                 enable_chunked_prefill: bool = False):
         self.target = target
         policy = DraftPolicy(draft_len if draft is not None else 0, max_batch_size, max_num_tokens,
                              max_concurrency, draft_len_schedule)
@@ -42,6 +44,9 @@ class ReferenceEngine:
         self.draft_len = self.decoder.draft_len
         self.max_seq_len = max_seq_len
         self.max_num_tokens = max_num_tokens
+        # TensorRT-LLM's prompt rules (python_backend/prompt_limits.py); with chunked prefill on, a
+        # prompt longer than max_num_tokens is admitted alone and prefilled in one step here
+        self.limits = PromptLimits(max_seq_len, max_num_tokens, enable_chunked_prefill)
         self.vocab_size = target.config.vocab_size
         self.eos_token_id = eos_token_id if eos_token_id is not None else _first_id(
             getattr(target.config, "eos_token_id", None))
@@ -62,6 +67,7 @@ class ReferenceEngine:
         from python_backend.reference.eagle3 import Eagle3DraftModel
         from python_backend.reference.llama import LlamaModel
 
+        PromptLimits.from_config(config)   # a max_seq_len neither set nor deducible fails here, naming it
         target = LlamaModel.from_pretrained(config.model)
         draft = None
         spec = config.speculative_config
@@ -74,7 +80,8 @@ class ReferenceEngine:
         return cls(target, draft, draft_len=config.draft_len, max_batch_size=config.max_batch_size,
                    max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len,
                    max_concurrency=spec.max_concurrency if spec else None,
-                   draft_len_schedule=spec.draft_len_schedule if spec else None)
+                   draft_len_schedule=spec.draft_len_schedule if spec else None,
+                   enable_chunked_prefill=config.enable_chunked_prefill)
 
     # -- the protocol -----------------------------------------------------------------
     def generate_async(self, prompt_token_ids: Sequence[int], sampling_params: SamplingParams,
@@ -114,13 +121,9 @@ class ReferenceEngine:
     def _validate(self, prompt: list[int], params: SamplingParams) -> None:
         if not prompt:
             raise InvalidRequestError("prompt_token_ids: must not be empty")
-        if len(prompt) >= self.max_seq_len:
-            raise InvalidRequestError(
-                f"prompt_token_ids: prompt has {len(prompt)} tokens, max_seq_len is {self.max_seq_len}; "
-                "shorten the prompt")
-        if len(prompt) > self.max_num_tokens:
-            raise InvalidRequestError(
-                f"prompt_token_ids: prompt has {len(prompt)} tokens, max_num_tokens is {self.max_num_tokens}")
+        problem = self.limits.problem(len(prompt))
+        if problem:
+            raise InvalidRequestError(f"prompt_token_ids: {problem}")
         bad = [t for t in prompt if not 0 <= t < self.vocab_size]
         if bad:
             raise InvalidRequestError(f"prompt_token_ids: id {bad[0]} outside the vocabulary (0..{self.vocab_size - 1})")

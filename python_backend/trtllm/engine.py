@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 from python_backend.config import ConfigError, EngineConfig
+from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import InvalidRequestError, SamplingParams, SpeculativeStats, StepOutput, TimingStats
+from python_backend.trtllm.features import bad_words_enforced, draft_limit_notes, sampling_refusal
 from python_backend.trtllm.llm_args import build_llm_args, import_tensorrt_llm, version_warning
-from python_backend.trtllm.sampling import check_greedy_only, trtllm_sampling_kwargs
+from python_backend.trtllm.mpi_env import clear_inherited_mpi_job, refuse_mpi_world
+from python_backend.trtllm.sampling import trtllm_sampling_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +36,48 @@ FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
 
 
 class TrtllmEngine:
-    def __init__(self, llm, sampling_params_class, tokenizer, *, max_seq_len: int, draft_len: int,
-                 vocab_size: int | None = None):
+    def __init__(self, llm, sampling_params_class, tokenizer, *, limits: PromptLimits, draft_len: int,
+                 vocab_size: int | None = None, sampling_refused: str | None = None,
+                 bad_words_enforced: bool = False):
         self._llm = llm
         self._sampling_params_class = sampling_params_class
         self._tokenizer = tokenizer
         self.eos_token_id: int = tokenizer.eos_token_id
-        self.max_seq_len = max_seq_len
+        self.limits = limits
+        self.max_seq_len = limits.max_seq_len
         self.draft_len = draft_len
         self.vocab_size = vocab_size if vocab_size is not None else tokenizer.vocab_size
+        self._sampling_refused = sampling_refused      # why non-greedy requests are refused; None: sampled
+        self._bad_words_enforced = bad_words_enforced
         self._active: set[TrtllmResult] = set()
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> "TrtllmEngine":
         if config.engine != "trtllm":
             raise ConfigError(f"engine: TrtllmEngine serves `engine: trtllm`, got {config.engine!r}")
+        removed = clear_inherited_mpi_job(os.environ)   # before tensorrt_llm (and mpi4py) is imported
+        if removed:
+            log.info(f"cleared inherited MPI job variables: {', '.join(removed)}")
         trtllm = import_tensorrt_llm()
+        refuse_mpi_world()
         warning = version_warning(trtllm)
         if warning:
             log.warning(warning)
         from ensemble.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(config.tokenizer_dir, config.chat_format, config.reasoning_effort)
-        llm = trtllm.LLM(**build_llm_args(config))
+        llm_args = build_llm_args(config)
+        try:
+            llm = trtllm.LLM(**llm_args)
+        except (ValueError, TypeError) as err:   # TensorRT-LLM's own validation of the LLM-API keys
+            raise ConfigError(f"TensorRT-LLM refused the engine config {config.source_path or ''}: {err}") from err
+        spec = llm.args.speculative_config
+        for note in draft_limit_notes(spec):
+            log.warning(note)
         draft_len = config.speculative_config.max_draft_len if config.speculative_config else 0
-        return cls(llm, trtllm.SamplingParams, tokenizer, max_seq_len=config.max_seq_len, draft_len=draft_len,
-                   vocab_size=_model_vocab_size(config.model))
+        return cls(llm, trtllm.SamplingParams, tokenizer, limits=PromptLimits.from_config(config),
+                   draft_len=draft_len, vocab_size=_model_vocab_size(config.model),
+                   sampling_refused=sampling_refusal(spec), bad_words_enforced=bad_words_enforced(llm.args))
 
     # -- the protocol -----------------------------------------------------------------
     def generate_async(self, prompt_token_ids: Sequence[int], sampling_params: SamplingParams,
@@ -83,16 +103,22 @@ class TrtllmEngine:
     def _validate(self, prompt: list[int], params: SamplingParams) -> None:
         if not prompt:
             raise InvalidRequestError("prompt_token_ids: must not be empty")
-        if len(prompt) >= self.max_seq_len:
-            raise InvalidRequestError(f"prompt_token_ids: prompt has {len(prompt)} tokens, max_seq_len is "
-                                      f"{self.max_seq_len}; shorten the prompt")
+        problem = self.limits.problem(len(prompt))
+        if problem:
+            raise InvalidRequestError(f"prompt_token_ids: {problem}")
         outside = [t for t in prompt if not 0 <= t < self.vocab_size]
         if outside:
             raise InvalidRequestError(
                 f"prompt_token_ids: id {outside[0]} outside the vocabulary (0..{self.vocab_size - 1})")
         params.validate()
-        if self.draft_len:
-            check_greedy_only(params)
+        if not params.greedy and self._sampling_refused:
+            raise InvalidRequestError(
+                f"temperature: {self._sampling_refused}; send temperature 0 or top_k 1, "
+                f"got temperature {params.temperature:g} with top_k {params.top_k}")
+        if params.bad_words_ids and not self._bad_words_enforced:
+            raise InvalidRequestError(
+                "bad_words: the installed TensorRT-LLM's sampler (TorchSampler) ignores bad words, so they would not "
+                "be enforced; remove bad_words, or set sampler_type: TRTLLMSampler in the engine config")
 
 
 class TrtllmResult:

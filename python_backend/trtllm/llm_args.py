@@ -5,12 +5,10 @@ trtllm-serve (tensorrt_llm/commands/serve.py, 1.2) does:
     llm_args = update_llm_args_with_extra_dict(llm_args, yaml.safe_load(extra_options))
     llm_args.pop("build_config")          # PyTorch backend
     LLM(**llm_args)
-We call those same two functions. Our YAML carries the CLI flags the model cards pass
-(`--tp_size 8 --max_batch_size 32`, ...) under their LLM-API names beside the card's extra
-options; merged over get_llm_args' defaults they give the same arguments as the card's
-command line, so TensorRT-LLM's own defaults (scheduler policy, KV-cache fraction, ...)
-apply exactly as in trtllm-serve. Field names are TensorRT-LLM 1.2's: they drift between
-releases, so the release is pinned (TRTLLM_VERSION).
+We call those same two functions with the YAML's LLM-API part as written: TensorRT-LLM
+validates its own keys (an unknown or misspelt one fails the model load naming it) and applies
+its own defaults where the YAML is silent. The one value we add is `return_perf_metrics`
+(below), which our per-request counters and timings need.
 """
 from __future__ import annotations
 
@@ -39,35 +37,43 @@ def import_tensorrt_llm():
 
 
 def version_warning(module) -> str | None:
-    """A warning when the installed release is not the one the field names were written for."""
+    """A warning when the installed release is not the one this adapter was written for."""
     version = str(getattr(module, "__version__", "unknown"))
     if version.split(".")[:2] == TRTLLM_VERSION.split("."):
         return None
     return (f"tensorrt_llm {version} is installed; this adapter is written against {TRTLLM_VERSION}.x "
-            "(LLM-API field names drift between releases)")
+            "(TensorRT-LLM validates the engine config itself, features are detected on the installed package)")
 
 
 def extra_llm_api_options(config: EngineConfig) -> dict[str, Any]:
-    """What trtllm-serve would read from `--extra_llm_api_options`: the YAML minus our keys."""
-    options = config.llm_api_options()
-    # a kv_cache_config the YAML does not set must not replace get_llm_args' own (it sets the
-    # free-memory fraction): trtllm-serve only overrides what the file names
-    if "kv_cache_config" not in config.model_fields_set:
-        options.pop("kv_cache_config", None)
+    """What trtllm-serve would read from `--extra_llm_api_options`: the YAML minus our keys,
+    plus `return_perf_metrics: true` unless the YAML sets it.
+
+    Per-request perf metrics (timings, speculative counters) are filled when the request's
+    SamplingParams or the LLM asks for them (llm.py `_prepare_sampling_params` ORs the two,
+    commit 4c05a74891e4df8066f08ed4ce14b0972abe4e25); we set both, so the outputs we promise
+    do not depend on which one a release honours.
+    """
+    # update_llm_args_with_extra_dict converts (and mutates) nested dicts: hand it a copy
+    options = copy.deepcopy(config.llm_api_options)
     backend = options.pop("backend", "pytorch")
     if backend != "pytorch":
         raise ConfigError(f"backend: the trtllm engine serves TensorRT-LLM's PyTorch backend only, got {backend!r}")
+    options.setdefault("return_perf_metrics", True)
     return options
 
 
 def build_llm_args(config: EngineConfig) -> dict[str, Any]:
     """Keyword arguments for `tensorrt_llm.LLM`, as `trtllm-serve MODEL --backend pytorch
-    --extra_llm_api_options <our YAML>` would pass them."""
+    --extra_llm_api_options <our YAML>` would pass them. TensorRT-LLM's own validation errors
+    come back as a ConfigError naming the YAML."""
     from tensorrt_llm.commands.serve import get_llm_args
     from tensorrt_llm.llmapi.llm_utils import update_llm_args_with_extra_dict
 
     llm_args, _ = get_llm_args(model=config.model, tokenizer=config.tokenizer, backend="pytorch")
-    # update_llm_args_with_extra_dict converts (and mutates) nested dicts: hand it a copy
-    llm_args = update_llm_args_with_extra_dict(llm_args, copy.deepcopy(extra_llm_api_options(config)))
+    try:
+        llm_args = update_llm_args_with_extra_dict(llm_args, extra_llm_api_options(config))
+    except (ValueError, TypeError) as err:   # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"TensorRT-LLM refused the engine config {config.source_path or ''}: {err}") from err
     llm_args.pop("build_config", None)    # trtllm-serve drops it for the PyTorch backend
     return llm_args

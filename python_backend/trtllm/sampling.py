@@ -3,9 +3,8 @@
 - Greedy (temperature 0 or top_k 1) is sent as `top_k=1`: TensorRT-LLM has no temperature 0;
   its greedy path is top-k 1 (with top_k and top_p unset it would also be greedy, so a
   sampling request always sends top_p).
-- Under Eagle speculative decoding TensorRT-LLM 1.2 decodes greedily and ignores temperature,
-  top_p, top_k and seed. A request asking for sampling is refused with an error naming the
-  field, never silently served greedy.
+- Whether sampling is honoured under Eagle is the engine's call (trtllm/features.py): a request
+  TensorRT-LLM would silently decode greedily is refused there, never served greedy.
 - end_id -1 (our "no end id") is `ignore_eos=True`; the chat format's other turn-ending ids
   (Harmony's <|call|>, ...) join `stop_token_ids` unless the request ignores eos.
 - bad words: one-token words go as `bad_token_ids`; longer ones as `bad` strings, which
@@ -16,17 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from python_backend.protocol import InvalidRequestError, SamplingParams
-
-
-def check_greedy_only(params: SamplingParams) -> None:
-    """Refuse sampling where the engine would decode greedily regardless."""
-    if params.greedy:
-        return
-    raise InvalidRequestError(
-        f"temperature: this deployment decodes greedily only (TensorRT-LLM 1.2 ignores temperature, top_p, "
-        f"top_k and seed under Eagle speculative decoding); send temperature 0 or top_k 1, "
-        f"got temperature {params.temperature:g} with top_k {params.top_k}")
+from python_backend.protocol import SamplingParams
 
 
 def trtllm_sampling_kwargs(params: SamplingParams, *, eos_token_id: int, extra_stop_token_ids: Sequence[int],

@@ -155,6 +155,8 @@ class LLM:
         eos = model_config.get("eos_token_id")
         eos = eos[0] if isinstance(eos, list) else eos
         self.tokenizer = _ByteTokenizer(eos, model_config.get("pad_token_id"))
+        # max_seq_len None: deduced from the checkpoint (trtllm-serve passes BuildConfig's None)
+        self._max_seq_len = self.args.max_seq_len or model_config.get("max_position_embeddings")
         spec = self.args.speculative_config
         self._draft_len = spec.max_draft_len if spec is not None else 0
         self._ids = itertools.count(1)
@@ -176,10 +178,20 @@ class LLM:
             raise RuntimeError("LLM is shut down")
         params = sampling_params or SamplingParams()
         params._setup(self.tokenizer)
-        max_seq_len = self.args.max_seq_len
-        if max_seq_len is not None and len(inputs) >= max_seq_len:
-            raise ValueError(f"The sum of prompt length ({len(inputs)}) and query length (0) should not exceed "
-                             f"max_num_tokens / max_seq_len ({max_seq_len})")
+        # llm.py _prepare_sampling_params: the LLM-level flag turns per-request metrics on too
+        params.return_perf_metrics = params.return_perf_metrics or self.args.return_perf_metrics
+        # llm.py BaseLLM._check_arguments, pytorch branch (commit 4c05a74891e4df8066f08ed4ce14b0972abe4e25)
+        max_num_tokens, prompt_len = self.args.max_num_tokens, len(inputs) / self.args.context_parallel_size
+        if not self.args.enable_chunked_prefill and max_num_tokens and prompt_len > max_num_tokens:
+            raise ValueError(f"The sum of prompt length ({prompt_len}), query length (0) should not exceed "
+                             f"max_num_tokens ({max_num_tokens})")
+        # executor/base_worker.py _deduce_max_tokens: no room left is an error, a larger max_tokens is cut
+        default_max_tokens = self._max_seq_len - len(inputs)
+        if default_max_tokens <= 0:
+            raise ValueError(f"`default_max_tokens` ({default_max_tokens}) must be greater than 0, "
+                             f"`default_max_tokens` ({default_max_tokens}) = max_seq_len ({self._max_seq_len})"
+                             f" - `splited_prompt_len` ({len(inputs)}) - `query_token_len` (0)")
+        params.max_tokens = min(params.max_tokens, default_max_tokens)
         request_id = next(self._ids)
         output = RequestOutput(request_id, list(inputs), params, self)
         self._record({"call": "generate_async", "request_id": request_id, "prompt_token_ids": inputs,

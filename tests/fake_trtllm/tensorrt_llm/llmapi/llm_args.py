@@ -1,5 +1,16 @@
 """TensorRT-LLM 1.2 argument models (tensorrt_llm/llmapi/llm_args.py): pydantic models that
-forbid unknown keys, and update_llm_args_with_extra_dict as trtllm-serve uses it."""
+forbid unknown keys, and update_llm_args_with_extra_dict as trtllm-serve uses it.
+
+Rules modelled, each from upstream tensorrt_llm/llmapi/llm_args.py:
+- StrictBaseModel: extra="forbid" (an unknown or misspelt key is a ValidationError naming it);
+- DecodingBaseConfig.from_dict dispatches `decoding_type` "Eagle" (no "Eagle3" in 1.2.0; the
+  dispatch table of the 1.2-era file lists MTP, Medusa, Eagle, Lookahead, NGram, DraftTarget,
+  SaveState, UserProvided, AUTO) and pops it;
+- draft_len_schedule "is enforced to contain batch_size=1 and its according draft_len equals
+  max_draft_len" (DecodingBaseConfig field comment);
+- EagleDecodingConfig sets num_eagle_layers and max_total_draft_tokens from max_draft_len and
+  requires the draft model ("Draft model must be provided for EAGLE").
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,6 +64,16 @@ class DecodingBaseConfig(StrictBaseModel):
     load_format: Optional[str] = None
     acceptance_window: Optional[int] = None
     acceptance_length_threshold: Optional[float] = None
+    # "For non-greedy sampling on 1-model" (tensorrt_llm/_torch/speculative/interface.py SpecMetadata)
+    allow_advanced_sampling: bool = False
+
+    @model_validator(mode="after")
+    def _check_schedule(self):
+        schedule = self.draft_len_schedule
+        if schedule is not None and schedule.get(1) != self.max_draft_len:
+            raise ValueError(f"draft_len_schedule must contain batch_size=1 with draft_len equal to "
+                             f"max_draft_len ({self.max_draft_len}), got {schedule}")
+        return self
 
     @classmethod
     def from_dict(cls, data: dict):
@@ -107,6 +128,7 @@ class TorchLlmArgs(StrictBaseModel):
     moe_tensor_parallel_size: Optional[int] = None
     moe_expert_parallel_size: Optional[int] = None
     enable_attention_dp: bool = False
+    attention_dp_config: Any = None
     enable_lm_head_tp_in_adp: bool = False
     cp_config: Optional[dict] = None
     load_format: Any = "auto"
@@ -134,6 +156,7 @@ class TorchLlmArgs(StrictBaseModel):
     decoding_config: Any = None
     otlp_traces_endpoint: Optional[str] = None
     return_perf_metrics: bool = False
+    perf_metrics_max_requests: int = 0
     orchestrator_type: Optional[str] = None
     kv_cache_config: KvCacheConfig = Field(default_factory=KvCacheConfig)
     backend: Optional[str] = None
