@@ -21,7 +21,10 @@ def test_mtbench_workload_keeps_the_80_questions_and_interleaves_categories():
     assert Counter(p.category for p in workload.prompts) == {c: 10 for c in (
         "writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities")}
     assert len({p.category for p in workload.prompts[:8]}) == 8
-    assert workload.prompts[0].fields(64) == {"text_input": workload.prompts[0].text, "max_tokens": 64, "stream": True}
+    first = workload.prompts[0]
+    # a chat: sent through messages, so the model's chat template applies (text_input is a raw prompt)
+    assert first.text is None and len(first.messages) == 1 and first.messages[0]["role"] == "user"
+    assert first.fields(64) == {"messages": json.dumps(first.messages), "max_tokens": 64, "stream": True}
 
 
 def test_workload_cycle_starts_at_the_offset_and_wraps():
@@ -35,7 +38,7 @@ def test_synthetic_forces_the_output_length(smollm2_dir):
 
     workload = synthetic(input_tokens=50, output_tokens=20)
     fields = workload.prompts[0].fields(default_max_tokens=999)
-    assert fields["max_tokens"] == fields["min_length"] == 20
+    assert fields["max_tokens"] == fields["min_tokens"] == 20
     assert len({p.text for p in workload.prompts}) == len(workload.prompts)   # no two alike
     # each word is one token for the served tokenizer, so the prompt is exactly 50 tokens
     tokenizer = load_tokenizer(smollm2_dir)

@@ -18,6 +18,7 @@ from ensemble.preprocessing_model import (
     preprocess,
 )
 from ensemble.tokenizer import load_tokenizer
+from python_backend.prompt_limits import PromptLimits
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_SEQ_LEN = 2048
@@ -41,18 +42,33 @@ def int32(value: int) -> np.ndarray:
     return np.array([[value]], dtype=np.int32)
 
 
-def run(tokenizer, max_seq_len=MAX_SEQ_LEN, **inputs):
-    return preprocess(inputs, tokenizer, max_seq_len)
+def run(tokenizer, max_seq_len=MAX_SEQ_LEN, max_num_tokens=8192, as_user_message=False, **inputs):
+    return preprocess(inputs, tokenizer, PromptLimits(max_seq_len, max_num_tokens), as_user_message)
 
 
-def refused(tokenizer, pattern: str, max_seq_len=MAX_SEQ_LEN, **inputs):
+def refused(tokenizer, pattern: str, max_seq_len=MAX_SEQ_LEN, max_num_tokens=8192, **inputs):
     with pytest.raises(InputError, match=pattern):
-        run(tokenizer, max_seq_len, **inputs)
+        run(tokenizer, max_seq_len, max_num_tokens, **inputs)
 
 
-def test_text_input_is_one_user_message_with_the_chat_template(smollm2_tokenizer):
-    result = run(smollm2_tokenizer, QUERY=text("What is 2+2?"))
+def test_text_input_is_the_raw_prompt_tokenized_as_nvidias_preprocessing_does(smollm2_tokenizer):
+    """No chat template: tokenizer.encode(text, add_special_tokens=True), so a control-token
+    string the client wrote is that control token (the client's own template)."""
+    raw = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    result = run(smollm2_tokenizer, QUERY=text(raw))
+    hf = smollm2_tokenizer._hf
+    assert result.input_ids == hf.encode(raw, add_special_tokens=True)
+    assert result.input_ids[0] == hf.convert_tokens_to_ids("<|im_start|>")
+    assert hf.decode(result.input_ids) == raw
+    plain = run(smollm2_tokenizer, QUERY=text("The capital of France is")).input_ids
+    assert plain == hf.encode("The capital of France is") and "<|im_start|>" not in smollm2_tokenizer._hf.decode(plain)
+
+
+def test_text_input_as_one_user_message_is_a_model_parameter_off_by_default(smollm2_tokenizer):
+    result = run(smollm2_tokenizer, as_user_message=True, QUERY=text("What is 2+2?"))
     assert result.input_ids == smollm2_tokenizer.render_chat([{"role": "user", "content": "What is 2+2?"}])
+    assert run(smollm2_tokenizer, QUERY=text("What is 2+2?")).input_ids != result.input_ids
+    result = run(smollm2_tokenizer, QUERY=text("What is 2+2?"))
     assert result.max_tokens == DEFAULT_MAX_TOKENS
     assert result.stop_strings == ()
     assert result.end_id == result.pad_id == smollm2_tokenizer.eos_token_id
@@ -90,7 +106,7 @@ def test_no_stop_words_is_an_empty_row(smollm2_tokenizer):
 
 
 @pytest.mark.parametrize("inputs, pattern", [
-    ({}, r"^text_input: required: send the prompt as text_input, or a chat as messages$"),
+    ({}, r"^text_input: required: send the raw prompt as text_input, or a chat as messages$"),
     ({"QUERY": text("a"), "MESSAGES": text('[{"role": "user", "content": "a"}]')},
      r"^text_input, messages: send only one of them$"),
     ({"QUERY": text("")}, r"^text_input: must not be empty$"),
@@ -137,11 +153,23 @@ def test_bad_requests_are_refused_naming_the_ensemble_input(smollm2_tokenizer, i
 
 def test_prompt_must_be_shorter_than_max_seq_len(smollm2_tokenizer):
     length = len(run(smollm2_tokenizer, QUERY=text("word " * 40)).input_ids)
-    refused(smollm2_tokenizer, rf"^text_input: the prompt is {length} tokens with the chat template; "
-            rf"it must be shorter than max_seq_len \({length}\)$", max_seq_len=length, QUERY=text("word " * 40))
+    refused(smollm2_tokenizer, rf"^text_input: the prompt has {length} tokens; max_seq_len is {length}, so at most "
+            rf"{length - 1} prompt tokens leave room to generate: raise max_seq_len", max_seq_len=length,
+            QUERY=text("word " * 40))
     chat = json.dumps([{"role": "user", "content": "word " * 40}])
-    refused(smollm2_tokenizer, r"^messages: the prompt is", max_seq_len=length, MESSAGES=text(chat))
+    refused(smollm2_tokenizer, r"^messages: the prompt has", max_seq_len=length, MESSAGES=text(chat))
     assert run(smollm2_tokenizer, max_seq_len=length + 1, QUERY=text("word " * 40)).input_ids
+
+
+def test_prompt_longer_than_max_num_tokens_is_refused_naming_the_setting_that_lifts_it(smollm2_tokenizer):
+    """TensorRT-LLM's PyTorch backend refuses it without chunked prefill (llm.py _check_arguments)."""
+    length = len(run(smollm2_tokenizer, QUERY=text("word " * 40)).input_ids)
+    refused(smollm2_tokenizer, rf"^text_input: the prompt has {length} tokens, more than max_num_tokens "
+            rf"\({length - 1}\); .*set enable_chunked_prefill: true", max_num_tokens=length - 1,
+            QUERY=text("word " * 40))
+    chunked = preprocess({"QUERY": text("word " * 40)}, smollm2_tokenizer,
+                         PromptLimits(MAX_SEQ_LEN, length - 1, enable_chunked_prefill=True))
+    assert len(chunked.input_ids) == length
 
 
 def test_max_tokens_may_be_max_seq_len_and_defaults_below_it(smollm2_tokenizer):

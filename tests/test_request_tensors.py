@@ -2,12 +2,14 @@
 import numpy as np
 import pytest
 
+from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import InvalidRequestError, SpeculativeStats
 from python_backend.request_tensors import (INPUTS, OUTPUTS, GenerateRequest, StopRequest,
                                             parse_request, response_arrays)
 
 MAX_SEQ_LEN = 2048
 VOCAB = 49152
+LIMITS = PromptLimits(max_seq_len=MAX_SEQ_LEN, max_num_tokens=8192)
 
 
 def scalar(value, dtype):
@@ -24,7 +26,7 @@ def request(**overrides):
 
 
 def parse(inputs, **kwargs):
-    kwargs.setdefault("max_seq_len", MAX_SEQ_LEN)
+    kwargs.setdefault("limits", LIMITS)
     kwargs.setdefault("vocab_size", VOCAB)
     return parse_request(inputs, **kwargs)
 
@@ -49,8 +51,8 @@ def test_minimal_request_gets_greedy_defaults():
 def test_all_sampling_inputs_map_to_sampling_params():
     parsed = parse(request(
         runtime_top_k=scalar(40, np.int32), runtime_top_p=scalar(0.9, np.float32),
-        temperature=scalar(0.7, np.float32), random_seed=scalar(2**63 + 5, np.uint64),
-        min_length=scalar(3, np.int32), end_id=scalar(2, np.int32), pad_id=scalar(2, np.int32),
+        temperature=scalar(0.7, np.float32), seed=scalar(2**63 + 5, np.uint64),
+        min_tokens=scalar(3, np.int32), end_id=scalar(2, np.int32), pad_id=scalar(2, np.int32),
         streaming=scalar(True, bool), return_perf_metrics=scalar(False, bool),
         request_uuid=scalar(b"abc123", object),
         stop_strings=np.array([[b"\n\n", "Ende".encode(), b""]], dtype=object)))
@@ -61,6 +63,41 @@ def test_all_sampling_inputs_map_to_sampling_params():
     assert parsed.streaming is True
     assert parsed.request_uuid == "abc123"
     assert parsed.stop_strings == ("\n\n", "Ende")   # empty strings dropped
+
+
+@pytest.mark.parametrize("names", [("seed", "min_tokens"), ("random_seed", "min_length")])
+def test_nvidia_names_and_their_older_aliases_are_both_accepted(names):
+    seed_name, min_name = names
+    params = parse(request(**{seed_name: scalar(7, np.uint64), min_name: scalar(3, np.int32)})).sampling_params
+    assert (params.seed, params.min_tokens) == (7, 3)
+    same = parse(request(seed=scalar(7, np.uint64), random_seed=scalar(7, np.uint64))).sampling_params
+    assert same.seed == 7
+
+
+@pytest.mark.parametrize("name, alias, dtype", [("seed", "random_seed", np.uint64),
+                                                ("min_tokens", "min_length", np.int32)])
+def test_a_name_and_its_alias_with_different_values_is_an_error_naming_both(name, alias, dtype):
+    message = refused(request(**{name: scalar(1, dtype), alias: scalar(2, dtype)}))
+    assert message.startswith(f"{name}, {alias}: both sent with different values (1 and 2)")
+
+
+def test_prompt_longer_than_max_num_tokens_is_refused_unless_chunked_prefill_is_on():
+    """TensorRT-LLM's PyTorch backend rule (llm.py _check_arguments)."""
+    limits = PromptLimits(max_seq_len=MAX_SEQ_LEN, max_num_tokens=8)
+    nine = np.ones((1, 9), dtype=np.int32)
+    message = refused(request(input_ids=nine), limits=limits)
+    assert message.startswith("input_ids: the prompt has 9 tokens, more than max_num_tokens (8)")
+    assert "enable_chunked_prefill: true" in message
+    assert parse(request(input_ids=np.ones((1, 8), dtype=np.int32)), limits=limits).prompt_token_ids == [1] * 8
+    chunked = PromptLimits(max_seq_len=MAX_SEQ_LEN, max_num_tokens=8, enable_chunked_prefill=True)
+    assert len(parse(request(input_ids=nine), limits=chunked).prompt_token_ids) == 9
+
+
+def test_max_tokens_is_cut_to_what_fits_in_max_seq_len():
+    """As TensorRT-LLM's _deduce_max_tokens does (base_worker.py): cut, not refused."""
+    parsed = parse(request(input_ids=np.ones((1, MAX_SEQ_LEN - 10), dtype=np.int32),
+                           request_output_len=scalar(100, np.int32)))
+    assert parsed.sampling_params.max_tokens == 10 and parsed.requested_output_len == 100
 
 
 def test_input_lengths_cuts_a_padded_prompt():
@@ -98,7 +135,8 @@ def test_bad_float_sampling_inputs_are_refused_naming_them(name, value, start):
 
 @pytest.mark.parametrize("name,value,start", [
     ("runtime_top_k", -1, "runtime_top_k must be >= 0"),
-    ("min_length", -2, "min_length must be >= 0"),
+    ("min_tokens", -2, "min_tokens must be >= 0"),
+    ("min_length", -2, "min_tokens must be >= 0"),
     ("end_id", -5, "end_id must be -1 or a token id"),
     ("end_id", VOCAB, "end_id must be -1 or a token id"),
     ("input_lengths", 9, "input_lengths must be 1..4"),
@@ -112,6 +150,7 @@ def test_prompt_longer_than_max_seq_len_is_refused_naming_input_ids():
     prompt = np.ones((1, MAX_SEQ_LEN + 5), dtype=np.int32)
     message = refused(request(input_ids=prompt))
     assert message.startswith("input_ids: the prompt has 2053 tokens; max_seq_len is 2048")
+    assert "raise max_seq_len" in message
 
 
 def test_prompt_filling_max_seq_len_leaves_no_room_and_is_refused():
