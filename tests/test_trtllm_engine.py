@@ -11,6 +11,7 @@ import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from python_backend.config import ConfigError, load_engine_config, parse_engine_config
 from python_backend.engines import build_engine
@@ -44,6 +45,21 @@ def preset_config(tmp_path: Path, preset: str, output_token_ids=(), **script):
     path = tmp_path / "engine.yaml"
     path.write_text(engine_yaml_text(preset, model, draft))
     return load_engine_config(path), model, draft
+
+
+def custom_config(tmp_path: Path, output_token_ids=(), preset="gpt-oss-120b-eagle3", **changes):
+    """The preset's YAML with top-level keys (or `speculative_config.<key>`) changed; None removes."""
+    config, model, draft = preset_config(tmp_path, preset, output_token_ids)
+    raw = yaml.safe_load(Path(config.source_path).read_text())
+    for key, value in changes.items():
+        section, name = (raw["speculative_config"], key.split(".", 1)[1]) if "." in key else (raw, key)
+        if value is None:
+            section.pop(name, None)
+        else:
+            section[name] = value
+    path = tmp_path / "custom.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_engine_config(path), model
 
 
 def trtllm_serve_defaults(model: Path) -> dict:
@@ -80,6 +96,8 @@ def test_gpt_oss_seed_reaches_llm_with_the_model_card_arguments(double, tmp_path
                                    "speculative_model_dir": str(draft), "eagle3_layers_to_capture": [-1],
                                    "num_eagle_layers": 3, "max_total_draft_tokens": 3},
             "kv_cache_config": {"enable_block_reuse": False},
+            # the one value we add: per-request timings and counters need it
+            "return_perf_metrics": True,
         }
         args = engine._llm.args
         assert args.speculative_config.eagle3_layers_to_capture == {-1}
@@ -105,6 +123,7 @@ def test_qwen3_seed_reaches_llm_with_the_model_card_arguments(double, tmp_path):
                                    "speculative_model_dir": str(draft),
                                    "num_eagle_layers": 3, "max_total_draft_tokens": 3},
             "kv_cache_config": {"enable_block_reuse": False},
+            "return_perf_metrics": True,
         }
         assert engine._llm.args.speculative_config.eagle3_layers_to_capture is None   # TRT-LLM's default layers
         assert (engine.eos_token_id, engine.max_seq_len) == (151645, 8192)
@@ -136,12 +155,50 @@ def test_unknown_llm_arguments_are_refused_like_the_real_models(trtllm, tmp_path
         TorchLlmArgs(model=str(tmp_path), tp_size=8)
 
 
-def test_extra_options_leave_out_an_unset_kv_cache_config():
+def test_extra_options_are_the_yaml_as_written_with_nothing_injected():
+    """trtllm-serve's own defaults (max_batch_size 2048, max_num_tokens 8192, max_seq_len from the
+    checkpoint, its KV-cache fraction) apply where the YAML is silent: we add none of them."""
     config = parse_engine_config({"engine": "trtllm", "model": "/m", "tensor_parallel_size": 2})
-    assert extra_llm_api_options(config) == {"tensor_parallel_size": 2, "max_batch_size": 32,
-                                             "max_num_tokens": 8192, "max_seq_len": 8192}
+    assert extra_llm_api_options(config) == {"tensor_parallel_size": 2, "return_perf_metrics": True}
+    off = parse_engine_config({"engine": "trtllm", "model": "/m", "return_perf_metrics": False})
+    assert extra_llm_api_options(off) == {"return_perf_metrics": False}
     with pytest.raises(ConfigError, match="backend"):
         extra_llm_api_options(parse_engine_config({"engine": "trtllm", "model": "/m", "backend": "tensorrt"}))
+
+
+def test_silent_yaml_gets_trtllm_serve_defaults_inside_the_llm(double, tmp_path):
+    model = fake_checkpoint(tmp_path / "target", GPT_OSS_CONFIG, [100])
+    engine = build_engine(parse_engine_config({"engine": "trtllm", "model": str(model), "chat_format": "harmony"}))
+    try:
+        args = engine._llm.args
+        assert (args.max_batch_size, args.max_num_tokens, args.max_seq_len) == (2048, 8192, None)
+        assert (engine.limits.max_num_tokens, engine.limits.max_seq_len) == (8192, 131072)   # checkpoint's
+    finally:
+        engine.shutdown()
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"enable_autotunr": False}, "enable_autotunr"),              # a typo
+    ({"tp_size": 8}, "tp_size"),                                   # a trtllm-serve flag, not an LLM-API field
+    ({"kv_cache_config": {"enable_block_reus": False}}, "enable_block_reus"),
+    ({"speculative_config.decoding_type": "Eagle3"}, "Eagle3"),   # 1.2.0 knows "Eagle" only
+])
+def test_tensorrt_llm_judges_its_own_keys_and_the_load_fails_naming_the_key(double, tmp_path, changes, key):
+    config, _ = custom_config(tmp_path, **changes)
+    with pytest.raises(ConfigError, match=f"(?s)TensorRT-LLM refused the engine config .*{key}"):
+        build_engine(config)
+
+
+def test_real_llm_api_keys_we_did_not_list_reach_tensorrt_llm(double, tmp_path):
+    config, model = custom_config(tmp_path, [100], attention_dp_config={"enable_balance": True},
+                                  perf_metrics_max_requests=64, kv_cache_config={"onboard_blocks": False})
+    engine = build_engine(config)
+    try:
+        (llm_call,) = calls(model, "LLM")
+        assert llm_call["kwargs"]["perf_metrics_max_requests"] == 64
+        assert engine._llm.args.kv_cache_config.onboard_blocks is False
+    finally:
+        engine.shutdown()
 
 
 @pytest.mark.parametrize("params, expected", [
@@ -258,15 +315,107 @@ def test_abort_ends_the_request_with_cancelled(gpt_oss_engine):
     assert engine.num_active_requests() == 0
 
 
-def test_sampling_is_refused_under_eagle_not_served_greedy(gpt_oss_engine):
+def test_sampling_is_refused_under_one_model_eagle_not_served_greedy(gpt_oss_engine):
     engine, model = gpt_oss_engine([100])
-    with pytest.raises(InvalidRequestError, match=r"^temperature: .*greedily"):
+    with pytest.raises(InvalidRequestError, match=r"^temperature: .*greedily: set speculative_config"
+                                                  r"\.allow_advanced_sampling: true"):
         engine.generate_async([1], SamplingParams(temperature=0.8))
     # greedy variants pass: temperature 0, or top_k 1 at any temperature
     for params in (SamplingParams(temperature=0.0, top_p=0.5), SamplingParams(temperature=0.9, top_k=1)):
         _, steps = run(collect(engine, [1], params))
         assert steps[-1].finished
     assert not [c for c in calls(model, "generate_async") if "temperature" in c["sampling_params"]]
+
+
+@pytest.mark.parametrize("changes", [{"speculative_config.allow_advanced_sampling": True},
+                                     {"speculative_config.eagle3_one_model": False}])
+def test_sampling_reaches_tensorrt_llm_where_it_samples(double, tmp_path, changes):
+    config, model = custom_config(tmp_path, [100, 200002], **changes)
+    engine = build_engine(config)
+    try:
+        _, steps = run(collect(engine, [1], SamplingParams(temperature=0.8, top_p=0.95, seed=3)))
+        assert steps[-1].finished
+        (request,) = calls(model, "generate_async")
+        assert (request["sampling_params"]["temperature"], request["sampling_params"]["seed"]) == (0.8, 3)
+    finally:
+        engine.shutdown()
+
+
+def test_whether_eagle_samples_is_read_from_the_installed_config_class():
+    """Feature detection, not a version number: no field = greedy; a deprecated no-op field =
+    TensorRT-LLM detects sampling per request; else the field decides."""
+    from pydantic import BaseModel, Field
+
+    from python_backend.trtllm.features import sampling_refusal
+
+    class Without(BaseModel):
+        eagle3_one_model: bool = True
+
+    class With(Without):
+        allow_advanced_sampling: bool = False
+
+    class Deprecated(Without):
+        allow_advanced_sampling: bool = Field(default=False, json_schema_extra={"status": "deprecated"},
+                                              description="DEPRECATED: no-op kept for backward compatibility.")
+
+    assert "has no allow_advanced_sampling" in sampling_refusal(Without())
+    assert sampling_refusal(Without(eagle3_one_model=False)) is None
+    assert "allow_advanced_sampling: true" in sampling_refusal(With())
+    assert sampling_refusal(With(allow_advanced_sampling=True)) is None
+    assert sampling_refusal(Deprecated()) is None
+    assert sampling_refusal(None) is None
+
+
+def test_bad_words_are_refused_where_the_sampler_ignores_them(double, tmp_path):
+    """1.2's TorchSampler ignores bad / bad_token_ids (enforced from NVIDIA/TensorRT-LLM PR #16052)."""
+    config, _ = custom_config(tmp_path, [100, 200002])
+    engine = build_engine(config)
+    try:
+        with pytest.raises(InvalidRequestError, match=r"^bad_words: .*ignores bad words"):
+            engine.generate_async([1], SamplingParams(bad_words_ids=((5,),)))
+    finally:
+        engine.shutdown()
+    config, model = custom_config(tmp_path / "cpp", [100, 200002], sampler_type="TRTLLMSampler")
+    engine = build_engine(config)
+    try:
+        _, steps = run(collect(engine, [1], SamplingParams(bad_words_ids=((5,),))))
+        assert steps[-1].finished
+        assert calls(model, "generate_async")[-1]["sampling_params"]["bad_token_ids"] == [5]
+    finally:
+        engine.shutdown()
+
+
+def test_draft_limits_tensorrt_llm_ignores_are_said_at_load(double, tmp_path, caplog):
+    config, _ = custom_config(tmp_path, [100], **{"speculative_config.draft_len_schedule": {1: 3, 8: 0},
+                                                  "speculative_config.max_concurrency": 16})
+    with caplog.at_level("WARNING"):
+        engine = build_engine(config)
+    engine.shutdown()
+    notes = [r.getMessage() for r in caplog.records if "ignored by TensorRT-LLM" in r.getMessage()]
+    assert [n.split(":")[0] for n in notes] == ["speculative_config.max_concurrency",
+                                                "speculative_config.draft_len_schedule"]
+    assert all("2-model drafter only" in n for n in notes)
+    with pytest.raises(ConfigError, match="must map batch size 1 to max_draft_len"):   # both engines' rule
+        custom_config(tmp_path / "bad", **{"speculative_config.draft_len_schedule": {1: 2}})
+
+
+def test_inherited_mpi_job_is_cleared_and_an_mpi_world_is_refused(double, tmp_path, monkeypatch):
+    """As NVIDIA's LLM-API Triton model: job variables go, MCA configuration stays."""
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "8")
+    monkeypatch.setenv("PMIX_RANK", "0")
+    monkeypatch.setenv("OMPI_MCA_btl", "self")
+    config, _ = custom_config(tmp_path, [100])
+    engine = build_engine(config)
+    engine.shutdown()
+    import os
+
+    assert "OMPI_COMM_WORLD_SIZE" not in os.environ and "PMIX_RANK" not in os.environ
+    assert os.environ["OMPI_MCA_btl"] == "self"
+    import tensorrt_llm._utils
+
+    monkeypatch.setattr(tensorrt_llm._utils, "global_mpi_size", lambda: 4)
+    with pytest.raises(ConfigError, match="one of 4 MPI ranks .*start tritonserver without mpirun"):
+        build_engine(config)
 
 
 def test_sampling_passes_through_without_a_draft(double, tmp_path):
@@ -281,6 +430,26 @@ def test_sampling_passes_through_without_a_draft(double, tmp_path):
         assert request["sampling_params"]["temperature"] == 0.8 and request["sampling_params"]["seed"] == 3
     finally:
         engine.shutdown()
+
+
+def test_long_prompt_gets_the_prompt_length_error_naming_the_setting(gpt_oss_engine, double, tmp_path):
+    """gpt-oss: the card's max_num_tokens 8192 caps prompts at 8192 tokens without chunked prefill;
+    the double (TensorRT-LLM's _check_arguments rule) refuses the same prompt."""
+    engine, _ = gpt_oss_engine([100])
+    with pytest.raises(InvalidRequestError, match=r"^prompt_token_ids: the prompt has 8193 tokens, more than "
+                                                  r"max_num_tokens \(8192\); .*enable_chunked_prefill: true"):
+        engine.generate_async([1] * 8193, SamplingParams())
+    with pytest.raises(ValueError, match=r"The sum of prompt length \(8193\.0\), query length \(0\) should not "
+                                         r"exceed max_num_tokens \(8192\)"):
+        engine._llm.generate_async([1] * 8193, double.SamplingParams())
+    config, model = custom_config(tmp_path / "chunked", [100, 200002], enable_chunked_prefill=True)
+    chunked = build_engine(config)
+    try:
+        _, steps = run(collect(chunked, [1] * 8193, SamplingParams(max_tokens=4)))
+        assert steps[-1].finished and steps[-1].error is None
+        assert len(calls(model, "generate_async")[-1]["prompt_token_ids"]) == 8193
+    finally:
+        chunked.shutdown()
 
 
 @pytest.mark.parametrize("prompt, params, field", [
