@@ -9,6 +9,7 @@ imports `tensorrt_llm` as it would on a GPU machine.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
 
@@ -59,13 +60,17 @@ def text_tensor(value: str) -> np.ndarray:
 
 
 def request(prompt: str, stream: bool = True, **extra) -> dict[str, np.ndarray]:
-    inputs = {"text_input": text_tensor(prompt), "max_tokens": np.array([[256]], dtype=np.int32),
+    """`prompt` as a one-message chat (messages), as a chat client sends it."""
+    chat = json.dumps([{"role": "user", "content": prompt}])
+    inputs = {"messages": text_tensor(chat), "max_tokens": np.array([[256]], dtype=np.int32),
               "stream": np.array([[stream]], dtype=bool)}
     for name, value in extra.items():
         if isinstance(value, str):
             inputs[name] = text_tensor(value)
         elif isinstance(value, float):
             inputs[name] = np.array([[value]], dtype=np.float32)
+        elif isinstance(value, int):
+            inputs[name] = np.array([[value]], dtype=np.uint64 if "seed" in name else np.int32)
         elif isinstance(value, list):
             inputs[name] = np.array([[v.encode() for v in value]], dtype=object)
     return inputs
@@ -97,6 +102,31 @@ def test_llm_is_built_from_the_preset_inside_triton(deployment):
     assert (kwargs["tensor_parallel_size"], kwargs["max_batch_size"], kwargs["backend"]) == (8, 32, "pytorch")
     assert kwargs["speculative_config"]["eagle3_layers_to_capture"] == [-1]
     assert kwargs["kv_cache_config"] == {"enable_block_reuse": False}
+    assert kwargs["return_perf_metrics"] is True   # per-request timings and counters
+
+
+@pytest.mark.parametrize("names", [("seed", "min_tokens"), ("random_seed", "min_length")])
+def test_seed_and_min_tokens_reach_tensorrt_llm_under_either_name(deployment, names):
+    server, model = deployment
+    seed_name, min_name = names
+    text, _, stats, _ = generate(server, "Seeded", **{seed_name: 11, min_name: 5})
+    assert stats["finish_reason"] == "stop"
+    params = calls(model, "generate_async")[-1]["sampling_params"]
+    assert (params["seed"], params["min_tokens"]) == (11, 5)
+
+
+def test_bad_words_are_refused_where_tensorrt_llms_sampler_ignores_them(deployment):
+    server, _ = deployment
+    error = generate(server, "No bad words", bad_words=["Paris"])
+    assert isinstance(error, Exception) and "bad_words" in str(error) and "ignores bad words" in str(error)
+
+
+def test_a_prompt_over_the_cards_max_num_tokens_gets_the_clear_error(deployment, harmony):
+    """gpt-oss card: max_num_tokens 8192 without chunked prefill caps prompts (docs/deploy-b200.md)."""
+    server, _ = deployment
+    error = generate(server, "word " * 9000)
+    assert isinstance(error, Exception)
+    assert "more than max_num_tokens (8192)" in str(error) and "enable_chunked_prefill: true" in str(error)
 
 
 def test_streamed_answer_and_reasoning_are_separate_and_equal_the_non_streamed(deployment):
