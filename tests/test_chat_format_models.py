@@ -4,6 +4,7 @@ non-streaming response."""
 from __future__ import annotations
 
 import datetime
+import json
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from ensemble.chat import InputError
 from ensemble.postprocessing_model import OutputParsers, postprocess
 from ensemble.preprocessing_model import preprocess
 from ensemble.tokenizer import load_tokenizer
+from python_backend.prompt_limits import PromptLimits
 
 CHANNEL, MESSAGE, END, START, RETURN = 200005, 200008, 200007, 200006, 200002
 
@@ -32,20 +34,27 @@ def text(value: str) -> np.ndarray:
     return np.array([[value.encode()]], dtype=object)
 
 
+def hi() -> np.ndarray:
+    return text(json.dumps([{"role": "user", "content": "Hi"}]))
+
+
+LIMITS = PromptLimits(max_seq_len=8192, max_num_tokens=8192)
+
+
 def test_reasoning_effort_input_reaches_the_harmony_system_message(harmony):
-    default = preprocess({"QUERY": text("Hi")}, harmony, 8192)
-    high = preprocess({"QUERY": text("Hi"), "REASONING_EFFORT": text("HIGH")}, harmony, 8192)
+    default = preprocess({"MESSAGES": hi()}, harmony, LIMITS)
+    high = preprocess({"MESSAGES": hi(), "REASONING_EFFORT": text("HIGH")}, harmony, LIMITS)
     assert "Reasoning: low" in harmony.decode(default.input_ids)     # the engine config's default
     assert "Reasoning: high" in harmony.decode(high.input_ids)
     assert default.end_id == harmony.eos_token_id == RETURN
     with pytest.raises(InputError, match=r"^reasoning_effort: must be one of low, medium, high"):
-        preprocess({"QUERY": text("Hi"), "REASONING_EFFORT": text("max")}, harmony, 8192)
+        preprocess({"MESSAGES": hi(), "REASONING_EFFORT": text("max")}, harmony, LIMITS)
 
 
 def test_reasoning_effort_is_refused_where_the_format_has_none(qwen3):
-    assert preprocess({"QUERY": text("Hi"), "REASONING_EFFORT": text("")}, qwen3, 8192).input_ids
+    assert preprocess({"MESSAGES": hi(), "REASONING_EFFORT": text("")}, qwen3, LIMITS).input_ids
     with pytest.raises(InputError, match=r"^reasoning_effort: the qwen3 chat format"):
-        preprocess({"QUERY": text("Hi"), "REASONING_EFFORT": text("low")}, qwen3, 8192)
+        preprocess({"MESSAGES": hi(), "REASONING_EFFORT": text("low")}, qwen3, LIMITS)
 
 
 def response(tokens, finish_reason="", request_uuid="r1", stop_strings=()):

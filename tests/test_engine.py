@@ -255,12 +255,29 @@ def test_bad_input_is_refused_naming_the_field_while_others_run(engines, tokeniz
     assert tokens and steps[-1].finished and steps[-1].error is None
 
 
-def test_unknown_config_key_fails_at_start_naming_it(smollm2_dir):
-    with pytest.raises(ConfigError, match="speculative_config.max_draft_lenn"):
-        parse_engine_config({"model": str(smollm2_dir), "speculative_config": {
-            "decoding_type": "Eagle", "max_draft_len": 3, "max_draft_lenn": 4}})
-    with pytest.raises(ConfigError, match="max_batch_sise"):
-        parse_engine_config({"model": str(smollm2_dir), "max_batch_sise": 8})
+def test_serving_key_typos_fail_at_start_and_llm_api_keys_we_do_not_know_are_warnings(smollm2_dir):
+    with pytest.raises(ConfigError, match="chat_fromat: unknown key"):
+        parse_engine_config({"model": str(smollm2_dir), "chat_fromat": "chatml"})
+    config = parse_engine_config({"model": str(smollm2_dir), "max_batch_sise": 8, "speculative_config": {
+        "decoding_type": "Eagle", "max_draft_len": 3, "max_draft_lenn": 4}})
+    assert config.unknown_llm_api_keys() == ["max_batch_sise"]
+    assert config.ignored_keys() == ["max_batch_sise"]   # the reference engine does not act on it
+
+
+def test_prompt_length_rules_are_tensorrt_llms_on_the_reference_engine_too(engines):
+    """Same rule and words as the trtllm engine (python_backend/prompt_limits.py)."""
+    draft_on, _ = engines
+    strict = ReferenceEngine(draft_on.target, None, max_num_tokens=8, max_seq_len=512)
+    chunked = ReferenceEngine(draft_on.target, None, max_num_tokens=8, max_seq_len=512, enable_chunked_prefill=True)
+    try:
+        with pytest.raises(InvalidRequestError, match=r"^prompt_token_ids: the prompt has 9 tokens, more than "
+                                                      r"max_num_tokens \(8\); .*enable_chunked_prefill: true"):
+            strict.generate_async(list(range(1, 10)), SamplingParams(max_tokens=2))
+        tokens, _ = asyncio.run(collect(chunked, list(range(1, 10)), SamplingParams(max_tokens=2)))
+        assert len(tokens) == 2
+    finally:
+        strict.shutdown()
+        chunked.shutdown()
 
 
 @pytest.mark.parametrize("limit, key", [({"max_concurrency": 0}, "max_concurrency"),
