@@ -22,12 +22,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
 
 
+def generate_fields(args) -> dict:
+    """Ensemble inputs: the prompt as a one-message chat, or with --raw as text_input."""
+    prompt = {"text": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
+    return request_fields(**prompt, max_tokens=args.max_tokens, temperature=args.temperature,
+                          top_p=args.top_p, seed=args.seed, stop_words=args.stop)
+
+
 async def _generate(args) -> int:
     import tritonclient.grpc.aio as grpcclient
 
-    prompt = {"text": args.prompt} if args.raw else {"messages": [{"role": "user", "content": args.prompt}]}
-    fields = request_fields(**prompt, max_tokens=args.max_tokens, temperature=args.temperature,
-                            top_p=args.top_p, seed=args.seed, stop_words=args.stop)
+    fields = generate_fields(args)
     async with grpcclient.InferenceServerClient(args.url) as client:
         generation = await stream_generate(client, fields, model=args.model,
                                            on_delta=lambda d: print(d, end="", flush=True))
