@@ -13,6 +13,10 @@ one the context phase, each later one verifying a draft, so accepted drafts = to
 one per iteration and drafted = max_draft_len per verifying iteration (an upper bound when
 max_concurrency or draft_len_schedule shorten drafts). Tokens cut by a stop token or
 max_tokens are not counted (TensorRT-LLM's own counters, when present, count them).
+
+A request is refused before any token where TensorRT-LLM would refuse it (prompt length:
+python_backend/prompt_limits.py) or silently do something other than asked (sampling under
+one-model Eagle3, bad words on TorchSampler: decided on the installed package, features.py).
 """
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ class TrtllmEngine:
             log.warning(warning)
         from ensemble.tokenizer import load_tokenizer
 
+        limits = PromptLimits.from_config(config)   # before the weights load: names max_seq_len if unknown
         tokenizer = load_tokenizer(config.tokenizer_dir, config.chat_format, config.reasoning_effort)
         llm_args = build_llm_args(config)
         try:
@@ -75,7 +80,7 @@ class TrtllmEngine:
         for note in draft_limit_notes(spec):
             log.warning(note)
         draft_len = config.speculative_config.max_draft_len if config.speculative_config else 0
-        return cls(llm, trtllm.SamplingParams, tokenizer, limits=PromptLimits.from_config(config),
+        return cls(llm, trtllm.SamplingParams, tokenizer, limits=limits,
                    draft_len=draft_len, vocab_size=_model_vocab_size(config.model),
                    sampling_refused=sampling_refusal(spec), bad_words_enforced=bad_words_enforced(llm.args))
 
