@@ -148,6 +148,20 @@ class QueueResult:
     def push(self, step: StepOutput) -> None:
         self._loop.call_soon_threadsafe(self._queue.put_nowait, step)
 
+    @staticmethod
+    def push_many(items: Sequence[tuple["QueueResult", StepOutput]]) -> None:
+        """Push one engine iteration's steps with one wake-up per event loop (thread-safe)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[QueueResult, StepOutput]]] = {}
+        for result, step in items:
+            by_loop.setdefault(result._loop, []).append((result, step))
+        for loop, batch in by_loop.items():
+            loop.call_soon_threadsafe(QueueResult._put_all, batch)
+
+    @staticmethod
+    def _put_all(batch: list[tuple["QueueResult", StepOutput]]) -> None:
+        for result, step in batch:
+            result._queue.put_nowait(step)
+
     def abort(self) -> None:
         self._on_abort(self.request_id)
 
