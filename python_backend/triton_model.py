@@ -75,7 +75,8 @@ class TritonPythonModel:
         self.logger.log_info(f"tensorrt_llm: engine {self.config.engine} from {config_path}; model {self.config.model}")
         if ignored:
             self.logger.log_warn(f"tensorrt_llm: the {self.config.engine} engine ignores: {', '.join(ignored)}")
-        self.tokenizer = load_tokenizer(self.config.tokenizer_dir)   # for stop strings
+        self.tokenizer = load_tokenizer(self.config.tokenizer_dir, self.config.chat_format,
+                                        self.config.reasoning_effort)   # for stop strings
         self.engine = build_engine(self.config)
         self.vocab_size = getattr(self.engine, "vocab_size", None)
         self.metrics = EngineModelMetrics(args["model_name"], args["model_version"])
