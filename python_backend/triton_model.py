@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from ensemble.detokenizer import StopStringMatcher, context_window
 from ensemble.tokenizer import load_tokenizer
+from python_backend.coalescing import CoalescedSteps, StreamInterval
 from python_backend.config import load_engine_config
 from python_backend.engines import build_engine
 from python_backend.protocol import GenerationResult, InvalidRequestError, SpeculativeStats, StepOutput
@@ -78,6 +79,10 @@ class TritonPythonModel:
         self.tokenizer = load_tokenizer(self.config.tokenizer_dir, self.config.chat_format,
                                         self.config.reasoning_effort)   # for stop strings
         self.engine = build_engine(self.config)
+        try:   # config.pbtxt parameters stream_interval_ms / stream_interval_max_tokens
+            self.stream_interval = StreamInterval.from_parameters(model_config.get("parameters", {}))
+        except ValueError as err:
+            raise pb_utils.TritonModelException(f"tensorrt_llm: {err}") from None
         self.vocab_size = getattr(self.engine, "vocab_size", None)
         self.metrics = EngineModelMetrics(args["model_name"], args["model_version"])
         self.active: set[ActiveRequest] = set()
@@ -183,7 +188,8 @@ class TritonPythonModel:
         pending: list[int] = []          # non-streaming: everything goes in the final response
         pending_context: list[int] = []
         finish_reason = "error"
-        steps = aiter(entry.result)
+        # streamed: at most one response per stream interval (python_backend/coalescing.py)
+        steps = CoalescedSteps(aiter(entry.result), self.stream_interval if parsed.streaming else StreamInterval(0))
         try:
             while True:
                 step: StepOutput = await anext(steps)
@@ -226,6 +232,7 @@ class TritonPythonModel:
             entry.result.abort()
             self._finish_with_error(entry, f"internal error: {err}")
         finally:
+            steps.close()
             self._release(entry, finish_reason or "error")
 
     async def _abort_and_drain(self, entry: ActiveRequest, steps, last: StepOutput | None) -> None:
