@@ -27,6 +27,19 @@ from python_backend.simulated.answers import AnswerBook
 from python_backend.simulated.profile import SimulationProfile, load_profile
 
 PROFILE_DRAFT_LEN = 3   # the model cards' acceptance lengths are for draft length 3
+# the OS-level thread name, so a benchmark can tell the simulation's own CPU time from the serving
+# layer's (triton_eagle/process_cpu.py): on a GPU host the engine's work runs elsewhere
+ENGINE_THREAD_NAME = "sim-engine"
+
+
+def name_os_thread(name: str) -> None:
+    """Set the calling thread's name as `ps -L` and /proc show it (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)   # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def chain_acceptance_probability(acceptance_length: float, draft_len: int) -> float:
@@ -97,8 +110,9 @@ class SimulatedEngine:
         self._wake = threading.Event()
         self._stopped = False
         self.iterations = 0
-        self.busy_s = 0.0           # wall time spent in iterations (for the step-time check)
-        self.requests_in_iterations = 0
+        self._busy_s = 0.0                     # wall time of the busy periods before the current one
+        self._busy_since: float | None = None  # start of the current busy period
+        self._last_end = 0.0
         self._thread = threading.Thread(target=self._run, name="simulated-engine", daemon=True)
         self._thread.start()
 
@@ -159,10 +173,13 @@ class SimulatedEngine:
 
     @property
     def mean_step_s(self) -> float:
-        return self.busy_s / self.iterations if self.iterations else 0.0
+        """Wall time per iteration while requests ran (what the step-time model promises)."""
+        current = self._last_end - self._busy_since if self._busy_since is not None else 0.0
+        return (self._busy_s + current) / self.iterations if self.iterations else 0.0
 
     # -- the engine thread ------------------------------------------------------------
     def _run(self) -> None:
+        name_os_thread(ENGINE_THREAD_NAME)
         running: list[_Request] = []
         next_start = time.perf_counter()
         while True:
@@ -180,6 +197,9 @@ class SimulatedEngine:
             running = [r for r in running if r.request_id not in aborts]
             self._deliver(finished)
             if not running:
+                if self._busy_since is not None:
+                    self._busy_s += self._last_end - self._busy_since
+                    self._busy_since = None
                 self._wake.wait()
                 self._wake.clear()
                 next_start = time.perf_counter()
@@ -190,14 +210,15 @@ class SimulatedEngine:
             # iterations follow each other on a fixed schedule; a thread late by a whole step (the GIL,
             # a loaded host) starts afresh instead of bursting to catch up
             started = next_start if now - next_start < step_s else now
+            if self._busy_since is None:
+                self._busy_since = started
             ends = started + step_s
             outputs = [(request, self._advance(request, drafting)) for request in running]
             remaining = ends - time.perf_counter()
             if remaining > 0:
                 time.sleep(remaining)
             self.iterations += 1
-            self.requests_in_iterations += len(running)
-            self.busy_s += time.perf_counter() - started
+            self._last_end = time.perf_counter()
             next_start = ends
             self._deliver(outputs)
             running = [r for r, step in outputs if not step.finished]
