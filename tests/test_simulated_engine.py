@@ -132,3 +132,26 @@ def test_an_unknown_profile_is_refused_naming_the_key():
     config = parse_engine_config({"engine": "simulated", "model": "b300-dreams", "chat_format": "harmony"})
     with pytest.raises(ConfigError, match="model: .*unknown simulation profile 'b300-dreams'"):
         SimulatedEngine.from_config(config)
+
+
+def test_sweep_curves_the_profile_predicts_are_labelled_and_follow_the_step_model(tmp_path):
+    from loadtest.sweep import expected_curves, markdown, simulated_targets
+    from python_backend.config import load_engine_config
+
+    profile = load_profile("gpt-oss-120b-8xb200")
+    curves = expected_curves("gpt-oss-120b-8xb200", [1, 32, 64], max_tokens=128)
+    on = curves["expected, simulated from published figures: drafting on"]
+    off = curves["expected, simulated from published figures: drafting off"]
+    # batch 1: the published per-user figures the profile is built from (650 with EAGLE-3, 420 without)
+    assert on[0]["user_tokens_per_s"] == pytest.approx(650, rel=0.02)
+    assert off[0]["user_tokens_per_s"] == pytest.approx(420, rel=0.01)
+    # max_batch_size 32: 64 users get what 32 get, the rest wait
+    assert on[2]["output_tokens_per_s"] == on[1]["output_tokens_per_s"]
+    assert on[1]["output_tokens_per_s"] == pytest.approx(32 * 2.385 / profile.step_seconds(32, True), rel=0.02)
+    targets = simulated_targets("gpt-oss-120b-8xb200", tmp_path)
+    assert [t.label for t in targets] == ["simulated from published figures: drafting on",
+                                          "simulated from published figures: drafting off"]
+    assert [load_engine_config(t.repository / "tensorrt_llm" / "engine.yaml").draft_len for t in targets] == [3, 0]
+    table = markdown({"config": {"workload": "mt-bench", "protocol": "grpc", "note": "simulated from published figures"},
+                      "curves": {}, "expected": curves, "plot": "pareto.png"})
+    assert "**simulated from published figures**" in table and "| 17" in table

@@ -4,9 +4,7 @@ the engine slot at once."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +15,6 @@ from triton_eagle.prompts import mtbench_questions
 from triton_server import Stream, is_final, metric, start_server, wait_for
 
 PROFILE = "gpt-oss-120b-8xb200"
-
-
-def with_stream_interval(repository: Path, interval_ms: int) -> Path:
-    config = repository / "tensorrt_llm" / "config.pbtxt"
-    text, count = re.subn(r'(key: "stream_interval_ms"\s*value: \{ string_value: )"[^"]*"',
-                          rf'\1"{interval_ms}"', config.read_text())
-    assert count == 1
-    config.write_text(text)
-    return repository
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +59,8 @@ def run_all(url: str, texts: list[str], stream: bool) -> list[dict]:
 @pytest.fixture(scope="module")
 def coalescing_off_texts(tmp_path_factory, questions):
     """Streamed answers with a response per engine step (stream_interval_ms 0), on their own server."""
-    repository = with_stream_interval(
-        write_simulated_repository(PROFILE, tmp_path_factory.mktemp("sim-off") / "repo"), 0)
+    repository = write_simulated_repository(PROFILE, tmp_path_factory.mktemp("sim-off") / "repo",
+                                            stream_interval_ms=0)
     server = start_server(repository, name="simulated-off")
     try:
         return run_all(server.grpc_url, questions[::10], stream=True)

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -45,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output tokens per request (fixed: min_length = max_tokens); default 48 "
                              "(reference), 256 (simulated)")
     parser.add_argument("--waves", type=int, default=2, help="requests per level = waves x concurrency")
+    parser.add_argument("--stream-interval-ms", type=float, default=None,
+                        help="--engine simulated: override the repository's stream_interval_ms (0 = a "
+                             "response per engine step)")
     parser.add_argument("--paths", nargs="+", default=None,
                         help="client paths (--engine simulated): ensemble direct (default: all)")
     parser.add_argument("--json", action="store_true")
@@ -152,28 +156,21 @@ def serial_ceilings(row: dict) -> dict[str, float]:
 
 
 # -- the simulated engine behind a real tritonserver -------------------------------------------------
-def demanded_tokens_per_s(profile, concurrency: int, max_batch_size: int, max_tokens: int, drafting: bool) -> float:
-    """What the simulated engine produces per second with `concurrency` closed-loop clients: every
-    running request gets one token on its first iteration, then the card's mean per iteration."""
-    running = min(concurrency, max_batch_size)
-    tokens_per_step = profile.mean_acceptance_length if drafting else 1.0
-    iterations = 1 + (max_tokens - 1) / tokens_per_step
-    return running * max_tokens / (iterations * profile.step_seconds(running, drafting))
-
-
 def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves: int, drafting: bool,
-                    paths: list[str]) -> dict:
+                    paths: list[str], stream_interval_ms: float | None = None) -> dict:
     from ensemble.tokenizer import load_tokenizer
     from python_backend.simulated.profile import load_profile
     from python_backend.simulated.repository import write_simulated_repository
 
     profile = load_profile(profile_name)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
-        repository = write_simulated_repository(profile_name, Path(folder) / "repository", drafting)
+        repository = write_simulated_repository(profile_name, Path(folder) / "repository", drafting,
+                                                stream_interval_ms)
         config = load_engine_config(repository / "tensorrt_llm" / "engine.yaml")
         tokenizer = load_tokenizer(config.tokenizer_dir, config.chat_format, config.reasoning_effort)
         report = {"profile": profile.name, "label": profile.label, "engine": "simulated",
                   "drafting": drafting, "max_tokens": max_tokens, "host_cpus": os.cpu_count(),
+                  "stream_interval_ms": _stream_interval_ms(repository),
                   "load_average_before": [round(x, 2) for x in os.getloadavg()], "concurrency": {}}
         http, grpc, metrics = free_ports(3)
         with TritonServer(repository, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
@@ -184,8 +181,8 @@ def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves
                 texts = _questions(max(waves * level, 4))
                 work = Work(texts, [tokenizer.render_chat([{"role": "user", "content": t}]) for t in texts],
                             max_tokens)
-                row = {"demanded_tokens_per_s": round(demanded_tokens_per_s(
-                    profile, level, config.max_batch_size, max_tokens, drafting), 1)}
+                row = {"demanded_tokens_per_s": round(profile.demanded_tokens_per_s(
+                    level, config.max_batch_size, max_tokens, drafting), 1)}
                 for path in paths:
                     before = snapshot(processes)
                     generations, elapsed = asyncio.run(CLIENT_PATHS[path](server.grpc_url, work, level))
@@ -199,6 +196,15 @@ def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves
                     row["direct_tokens_per_s"] = row["direct"]["tokens_per_s"]
                 report["concurrency"][str(level)] = row
         return report
+
+
+def _stream_interval_ms(repository: Path) -> float:
+    from python_backend.coalescing import StreamInterval
+
+    text = (repository / "tensorrt_llm" / "config.pbtxt").read_text()
+    parameters = {key: {"string_value": value} for key, value in
+                  re.findall(r'key: "(\w+)"\s*value: \{ string_value: "([^"]*)" \}', text)}
+    return StreamInterval.from_parameters(parameters).interval_s * 1000
 
 
 # -- the reference engine: ensemble vs in-process ------------------------------------------------
@@ -256,7 +262,7 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
 
 def _print_simulated(report: dict) -> None:
     print(f"SIMULATED: {report['label']} (drafting {'on' if report['drafting'] else 'off'}, "
-          f"{report['max_tokens']} tokens per request)")
+          f"{report['max_tokens']} tokens per request, stream_interval_ms {report['stream_interval_ms']:g})")
     print("conc  demanded  ensemble  direct  resp/s  tok/resp  ttft p50/p99 ms  cpu ms/resp (trtllm post triton client)")
     for level, row in report["concurrency"].items():
         ens = row.get("ensemble") or row.get("direct")
@@ -275,7 +281,7 @@ def run(args) -> int:
         if unknown:
             raise SystemExit(f"--paths: unknown client path {unknown[0]!r} (one of {', '.join(CLIENT_PATHS)})")
         report = bench_simulated(args.profile, args.concurrency or SIMULATED_LEVELS, args.max_tokens or 256,
-                                 args.waves, args.drafting == "on", paths)
+                                 args.waves, args.drafting == "on", paths, args.stream_interval_ms)
         print(json.dumps(report, indent=2)) if args.json else _print_simulated(report)
         return 0
     report = bench(args.model_repository, args.concurrency or [1, 32], args.max_tokens or 48, args.waves)

@@ -61,10 +61,19 @@ class SimulationProfile(_Strict):
         times = self.step_time.drafting_on if drafting else self.step_time.drafting_off
         return times.seconds(requests)
 
-    def tokens_per_s_per_user(self, requests: int, drafting: bool, category: str | None = None) -> float:
-        """What the simulated engine produces for one user with `requests` in flight (MT-Bench mean)."""
-        tokens = (self.acceptance_length[category] if category else self.mean_acceptance_length) if drafting else 1.0
-        return tokens / self.step_seconds(requests, drafting)
+    def tokens_per_s_per_user(self, running: int, max_tokens: int, drafting: bool) -> float:
+        """The rate one request streams at with `running` requests in the engine: one token on
+        its first iteration, then the cards' mean (MT-Bench) per iteration."""
+        tokens_per_step = self.mean_acceptance_length if drafting else 1.0
+        iterations = 1 + (max_tokens - 1) / tokens_per_step
+        return max_tokens / (iterations * self.step_seconds(running, drafting))
+
+    def demanded_tokens_per_s(self, concurrency: int, max_batch_size: int, max_tokens: int,
+                              drafting: bool) -> float:
+        """What the simulated engine produces in total with `concurrency` closed-loop clients
+        (at most `max_batch_size` of them in the engine at once)."""
+        running = min(concurrency, max_batch_size)
+        return running * self.tokens_per_s_per_user(running, max_tokens, drafting)
 
 
 def profile_names() -> list[str]:

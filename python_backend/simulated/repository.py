@@ -6,6 +6,7 @@ Everything else (pre/postprocessing, the ensemble, the Triton settings) is the r
 """
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -31,8 +32,20 @@ def simulated_engine_config(profile_name: str, drafting: bool = True) -> dict:
     return config
 
 
-def write_simulated_repository(profile_name: str, output: Path, drafting: bool = True) -> Path:
-    """Copy the shipped repository to `output` with a simulated engine YAML; returns `output`."""
+def set_stream_interval(repository: Path, interval_ms: float) -> None:
+    """Set the tensorrt_llm model's `stream_interval_ms` parameter (python_backend/coalescing.py)."""
+    config = Path(repository) / "tensorrt_llm" / "config.pbtxt"
+    text, count = re.subn(r'(key: "stream_interval_ms"\s*value: \{ string_value: )"[^"]*"',
+                          rf'\g<1>"{interval_ms:g}"', config.read_text())
+    if count != 1:
+        raise ValueError(f"{config}: expected one stream_interval_ms parameter, found {count}")
+    config.write_text(text)
+
+
+def write_simulated_repository(profile_name: str, output: Path, drafting: bool = True,
+                               stream_interval_ms: float | None = None) -> Path:
+    """Copy the shipped repository to `output` with a simulated engine YAML (and, when given, another
+    stream interval); returns `output`."""
     output = Path(output)
     if output.exists():
         shutil.rmtree(output)
@@ -41,4 +54,6 @@ def write_simulated_repository(profile_name: str, output: Path, drafting: bool =
     text = (f"# SIMULATION ({label}): no model runs here; written by python_backend/simulated/repository.py\n"
             + yaml.safe_dump(simulated_engine_config(profile_name, drafting), sort_keys=False))
     (output / "tensorrt_llm" / "engine.yaml").write_text(text)
+    if stream_interval_ms is not None:
+        set_stream_interval(output, stream_interval_ms)
     return output
