@@ -132,7 +132,7 @@ def summarize(generations: list[Generation], elapsed_s: float, cpu_s: dict[str, 
     tokens = sum(int(g.stats.get("num_output_tokens", 0)) for g in generations)
     responses = sum(len(g.arrival_s) for g in generations)
     gaps = [b - a for g in generations for a, b in zip(g.arrival_s, g.arrival_s[1:])]
-    server_cpu_s = sum(seconds for name, seconds in cpu_s.items() if name != "client")
+    server_cpu_s = sum(seconds for name, seconds in cpu_s.items() if name not in ("client", "simulated_engine"))
     return {
         "requests": len(generations),
         "tokens_per_s": round(tokens / elapsed_s, 1),
