@@ -9,6 +9,7 @@ is labelled "simulated from published figures"."""
 from __future__ import annotations
 
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,6 +48,10 @@ def serving(target: Target, options: RunOptions) -> Iterator[RunOptions]:
         # first request pays one-off costs (imports, caches) that belong to no level
         http_generate_stream(f"http://{server.http_url}", request_fields("Hello", max_tokens=4))
         yield replace(options, host=server.host, http_port=http_port, grpc_port=grpc_port)
+
+
+def folder_name(label: str) -> str:
+    return re.sub(r"[^\w.]+", "-", label).strip("-")
 
 
 def point(users: int, report: dict) -> dict:
@@ -103,7 +108,7 @@ def run_sweep(levels: list[int], options: RunOptions, targets: list[Target],
         curves[target.label] = []
         with serving(target, options) as aimed:
             for users in sorted(levels):
-                run_out = out / target.label.replace(" ", "-") / f"users-{users}"
+                run_out = out / folder_name(target.label) / f"users-{users}"
                 run_locust(replace(aimed, users=users, spawn_rate=None, out=run_out))
                 curves[target.label].append(point(users, read_report(run_out)))
     config = {"levels": sorted(levels), "duration_s": options.duration_s, "protocol": options.protocol,
