@@ -2,7 +2,8 @@
 
 `execute` only parses each request and hands it to the engine (which runs on its own
 thread); a per-request asyncio task on the backend's event loop then sends one
-response per engine step, the final one flagged. All Triton calls (responses,
+response per engine step, or per stream interval when steps come faster (coalescing.py), the
+final one flagged. All Triton calls (responses,
 cancellation checks, metrics) happen on that one event-loop thread: updates from
 several threads crashed tritonserver.
 
