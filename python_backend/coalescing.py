@@ -3,8 +3,10 @@
 Every streamed response costs Python time in the engine model, in Triton and in postprocessing,
 whatever it carries; at B200 pace (a step every ~4 ms, 2-3 tokens each) that cost, not the GPU,
 sets the speed (docs/deploy-b200.md, "Will the serving layer keep up"). TensorRT-LLM's own answer is
-`stream_interval` (tokens buffered per streamed chunk, tensorrt_llm/llmapi/llm_args.py); ours is
-counted in milliseconds, so it means the same at any engine pace:
+`stream_interval`, "the iteration interval to create responses under the streaming mode ... helps
+reduce the streaming overhead", default 1 (NVIDIA/TensorRT-LLM tensorrt_llm/llmapi/llm_args.py,
+TorchLlmArgs, commit 00043967); ours is counted in milliseconds, so it means the same at any engine
+pace:
 
 - the first step goes out at once (time to first token does not change), and so does the final one;
 - a step within `interval_s` of the request's previous response waits, merged with the steps after it,
