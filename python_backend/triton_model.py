@@ -2,10 +2,9 @@
 
 `execute` only parses each request and hands it to the engine (which runs on its own
 thread); a per-request asyncio task on the backend's event loop then sends one
-response per engine step, or per stream interval when steps come faster (coalescing.py), the
-final one flagged. All Triton calls (responses,
-cancellation checks, metrics) happen on that one event-loop thread: updates from
-several threads crashed tritonserver.
+response per engine step, or per stream interval when steps come faster (coalescing.py),
+the final one flagged. All Triton calls (responses, cancellation checks, metrics) happen
+on that one event-loop thread: updates from several threads crashed tritonserver.
 
 Tensors and their meaning: docs/interface.md §1 (tensorrt_llm), §3 (context_ids).
 """
