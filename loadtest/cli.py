@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="the second configuration is --model-repository with drafting off "
                                f"(a copy made under {BUILD_DIR})")
     sweep.add_argument("--baseline-label", help="the second curve's label")
+    sweep.add_argument("--simulated-profile",
+                       help="sweep a seed deployment's SIMULATED engine (python_backend/simulated/profiles/), "
+                            "drafting on and off, beside the curves the profile predicts")
 
     report = sub.add_parser("report", help="re-render report.json/.md and plots from DIR/samples.jsonl")
     report.add_argument("--out", type=Path, required=True)
@@ -108,6 +111,16 @@ def _sweep(args) -> int:
     from loadtest.baseline import draft_off_repository
     from loadtest.sweep import Target, run_sweep
 
+    if args.simulated_profile:
+        from loadtest.sweep import expected_curves, simulated_targets
+        from python_backend.simulated.profile import SIMULATION_LABEL
+
+        targets = simulated_targets(args.simulated_profile, BUILD_DIR / "simulated")
+        expected = expected_curves(args.simulated_profile, args.users, args.max_tokens)
+        sweep = run_sweep(args.users, _options(args, 1), targets, expected,
+                          title_note=f"{args.simulated_profile}, {SIMULATION_LABEL}\n")
+        print((args.out / "sweep.md").read_text())
+        return 0
     if args.baseline_draft_off and args.model_repository is None:
         raise SystemExit("--baseline-draft-off copies --model-repository: give it too")
     has_baseline = args.baseline_draft_off or args.baseline_repository is not None

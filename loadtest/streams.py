@@ -46,9 +46,13 @@ def _record_response(sample: RequestSample, at_s: float, text: str, stats: dict)
 # -- gRPC (tritonclient.grpc, one client per user) ---------------------------------------
 
 def _grpc_response(result) -> tuple[str, str, dict, bool]:
-    """(text delta, finish_reason, stats, final flag) of one InferResult."""
-    text_array = result.as_numpy("text_output")
-    text = b"".join(text_array.reshape(-1)).decode("utf-8", "replace") if text_array is not None else ""
+    """(text and reasoning delta, finish_reason, stats, final flag) of one InferResult."""
+    # the reasoning (Harmony's analysis, Qwen3's <think>) is streamed text too: the first token's
+    # time and the pace per user count it, or a reasoning model's TTFT would be its answer's
+    text = ""
+    for name in ("text_output", "reasoning_output"):
+        array = result.as_numpy(name)
+        text += b"".join(array.reshape(-1)).decode("utf-8", "replace") if array is not None else ""
     reason_array = result.as_numpy("finish_reason")
     reason = reason_array.reshape(-1)[0].decode() if reason_array is not None and reason_array.size else ""
     stats = {}
@@ -155,7 +159,7 @@ def http_stream(http_client, request_uri: str, fields: dict, sample: RequestSamp
             if "error" in event:
                 sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR, str(event["error"]), at_s)
                 return
-            _record_response(sample, at_s, event.get("text_output", "") or "",
+            _record_response(sample, at_s, (event.get("text_output", "") or "") + (event.get("reasoning_output", "") or ""),
                              {name: event[name] for name in STAT_OUTPUTS if name in event})
             if event.get("finish_reason"):
                 sample.finish_reason, sample.end_s = event["finish_reason"], at_s

@@ -114,7 +114,7 @@ class ReferenceEngineOptions(_Strict):
 
 class EngineConfig(_Strict):
     # -- serving keys (ours) --
-    engine: Literal["reference", "trtllm"] = "reference"
+    engine: Literal["reference", "trtllm", "simulated"] = "reference"   # simulated: `model` names its profile
     model: str
     tokenizer: str | None = None
     chat_format: Literal["chatml", "harmony", "qwen3"] = "chatml"

@@ -1,5 +1,5 @@
 """Build the engine an `EngineConfig` names. Imports lazily: the trtllm engine needs the
-tensorrt_llm package (GPU only), the reference engine only numpy."""
+tensorrt_llm package (GPU only), the reference and simulated engines only numpy."""
 from __future__ import annotations
 
 import importlib
@@ -11,6 +11,8 @@ from python_backend.protocol import Engine
 ENGINES = {
     "reference": ("python_backend.reference.engine", "ReferenceEngine"),
     "trtllm": ("python_backend.trtllm.engine", "TrtllmEngine"),
+    # SIMULATED B200 pace from published figures, no model compute (python_backend/simulated/)
+    "simulated": ("python_backend.simulated.engine", "SimulatedEngine"),
 }
 
 

@@ -9,6 +9,7 @@ these types, so it never asks which engine it runs.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence
 
@@ -131,36 +132,110 @@ class Engine(Protocol):
 
 
 class QueueResult:
-    """A `GenerationResult` fed from an engine thread through an asyncio queue.
+    """A `GenerationResult` fed from an engine thread, read on the consumer's event loop.
 
-    The engine thread calls `push()` (thread-safe); the consumer's event loop
-    iterates. With streaming off, steps are merged into one final StepOutput.
+    The engine thread calls `push()` or `push_many()` (thread-safe): the step is queued at once and
+    the event loop is woken only when the consumer waits for it, so a consumer that batches
+    responses (`wait_steps`, python_backend/coalescing.py) costs one wake-up per batch, not one per
+    engine step. With streaming off, steps are merged into one final StepOutput.
     """
 
     def __init__(self, request_id: int, loop: asyncio.AbstractEventLoop, streaming: bool, on_abort):
         self.request_id = request_id
         self._loop = loop
-        self._queue: asyncio.Queue[StepOutput] = asyncio.Queue()
+        self._steps: deque[StepOutput] = deque()   # appended by the engine thread, popped on the loop
+        self._tokens_pushed = 0
+        self._tokens_taken = 0
+        self._final_pushed = False
+        self._waiter: asyncio.Future | None = None   # the consumer waits for: any step, a final
+        self._wake_on_any = False                    # step, or `_wake_tokens` tokens
+        self._wake_tokens = 0
         self._streaming = streaming
         self._on_abort = on_abort
         self.finished = False
 
+    # -- the engine thread -------------------------------------------------------------
     def push(self, step: StepOutput) -> None:
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, step)
+        if self._append(step):
+            self._loop.call_soon_threadsafe(self._wake)
+
+    @staticmethod
+    def push_many(items: Sequence[tuple["QueueResult", StepOutput]]) -> None:
+        """Push one engine iteration's steps; one wake-up per event loop at most."""
+        to_wake: dict[asyncio.AbstractEventLoop, list[QueueResult]] = {}
+        for result, step in items:
+            if result._append(step):
+                to_wake.setdefault(result._loop, []).append(result)
+        for loop, results in to_wake.items():
+            loop.call_soon_threadsafe(QueueResult._wake_all, results)
+
+    def _append(self, step: StepOutput) -> bool:
+        """Queue a step; True when the consumer is waiting for it."""
+        self._tokens_pushed += len(step.token_ids_diff)
+        self._steps.append(step)
+        if step.finished:
+            self._final_pushed = True
+        return self._waiter is not None and self._ready()
+
+    # -- the consumer's event loop -----------------------------------------------------------
+    @staticmethod
+    def _wake_all(results: list["QueueResult"]) -> None:
+        for result in results:
+            result._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _ready(self) -> bool:
+        return (self._final_pushed and not self.finished
+                or self._wake_on_any and bool(self._steps)
+                or bool(self._wake_tokens) and self._tokens_pushed - self._tokens_taken >= self._wake_tokens)
+
+    async def _wait(self, on_any: bool, tokens: int = 0, timeout_s: float | None = None) -> None:
+        # the waiter is set before the check: a step pushed after the check sees it and wakes us
+        self._waiter, self._wake_on_any, self._wake_tokens = self._loop.create_future(), on_any, tokens
+        timer = None
+        try:
+            if self._ready():
+                return
+            if timeout_s is not None:
+                timer = self._loop.call_later(timeout_s, self._wake)
+            await self._waiter
+        finally:
+            self._waiter, self._wake_on_any, self._wake_tokens = None, False, 0
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self) -> StepOutput:
+        step = self._steps.popleft()
+        self._tokens_taken += len(step.token_ids_diff)
+        if step.finished:
+            self.finished = True
+        return step
+
+    async def wait_steps(self, timeout_s: float, max_tokens: int = 0) -> list[StepOutput]:
+        """Wait `timeout_s` (less once a final step, or `max_tokens` tokens when > 0, are queued),
+        then take every queued step, in order."""
+        if timeout_s > 0:
+            await self._wait(on_any=False, tokens=max_tokens, timeout_s=timeout_s)
+        taken = []
+        while self._steps and not self.finished:
+            taken.append(self._take())
+        return taken
 
     def abort(self) -> None:
         self._on_abort(self.request_id)
 
     async def __aiter__(self) -> AsyncIterator[StepOutput]:
         merged: list[int] = []
-        while True:
-            step = await self._queue.get()
+        while not self.finished:
+            while not self._steps:
+                await self._wait(on_any=True)
+            step = self._take()
             if self._streaming:
                 yield step
             else:
                 merged.extend(step.token_ids_diff)
-            if step.finished:
-                self.finished = True
-                if not self._streaming:
-                    yield StepOutput(merged, step.finish_reason, step.stats, step.timing, step.error)
-                return
+            if step.finished and not self._streaming:
+                yield StepOutput(merged, step.finish_reason, step.stats, step.timing, step.error)

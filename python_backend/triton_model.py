@@ -2,9 +2,9 @@
 
 `execute` only parses each request and hands it to the engine (which runs on its own
 thread); a per-request asyncio task on the backend's event loop then sends one
-response per engine step, the final one flagged. All Triton calls (responses,
-cancellation checks, metrics) happen on that one event-loop thread: updates from
-several threads crashed tritonserver.
+response per engine step, or per stream interval when steps come faster (coalescing.py),
+the final one flagged. All Triton calls (responses, cancellation checks, metrics) happen
+on that one event-loop thread: updates from several threads crashed tritonserver.
 
 Tensors and their meaning: docs/interface.md §1 (tensorrt_llm), §3 (context_ids).
 """
@@ -20,6 +20,7 @@ import triton_python_backend_utils as pb_utils
 
 from ensemble.detokenizer import StopStringMatcher, context_window
 from ensemble.tokenizer import load_tokenizer
+from python_backend.coalescing import CoalescedSteps, StreamInterval
 from python_backend.config import load_engine_config
 from python_backend.engines import build_engine
 from python_backend.prompt_limits import PromptLimits
@@ -33,6 +34,12 @@ MAX_BATCH_SIZE = 64                                  # docs/interface.md §1: al
 ABORT_DRAIN_TIMEOUT_S = 30.0   # after abort() the engine confirms with a final step; never wait forever
 EXECUTE_SETTLE_S = 0.01
 FINALIZE_TIMEOUT_S = 10.0
+# Each metric update and each is_cancelled() is an IPC round trip to tritonserver: per streamed
+# response they cost more than the response itself, so token counters are summed here and flushed
+# at most this often (and before any final response), and cancellation is polled at most this often
+# per request (a cancelled stream still ends well within a second).
+METRICS_FLUSH_S = 0.1
+CANCEL_POLL_S = 0.05
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
@@ -44,6 +51,7 @@ class ActiveRequest:
     result: GenerationResult
     key: str | None                 # registry key: request_uuid, else the Triton request id
     stop_requested: bool = False
+    cancel_polled_at: float = 0.0   # loop time of the last is_cancelled() call
     responses_sent: int = 0
     output_token_ids: list[int] = field(default_factory=list)   # kept tokens, sent or pending
     last_stats: SpeculativeStats = field(default_factory=SpeculativeStats)
@@ -78,10 +86,18 @@ class TritonPythonModel:
             self.logger.log_warn(f"tensorrt_llm: the {self.config.engine} engine ignores: {', '.join(ignored)}")
         for warning in self.config.load_warnings():
             self.logger.log_warn(f"tensorrt_llm: {warning}")
-        self.tokenizer = load_tokenizer(self.config.tokenizer_dir)   # for stop strings
+        self.tokenizer = load_tokenizer(self.config.tokenizer_dir, self.config.chat_format,
+                                        self.config.reasoning_effort)   # for stop strings
         self.engine = build_engine(self.config)
+        try:   # config.pbtxt parameters stream_interval_ms / stream_interval_max_tokens
+            self.stream_interval = StreamInterval.from_parameters(model_config.get("parameters", {}))
+        except ValueError as err:
+            raise pb_utils.TritonModelException(f"tensorrt_llm: {err}") from None
         self.vocab_size = getattr(self.engine, "vocab_size", None)
         self.metrics = EngineModelMetrics(args["model_name"], args["model_version"])
+        self.unflushed_tokens = 0                       # counted, not yet in the metrics
+        self.unflushed_stats = SpeculativeStats()
+        self.flush_timer: asyncio.TimerHandle | None = None
         self.active: set[ActiveRequest] = set()
         self.by_key: dict[str, ActiveRequest] = {}
         self.tasks: set[asyncio.Task] = set()   # strong references: the loop keeps only weak ones
@@ -107,6 +123,8 @@ class TritonPythonModel:
             except Exception as err:
                 self.logger.log_warn(f"tensorrt_llm: requests still running at unload: {err!r}")
         self.engine.shutdown()
+        if self.flush_timer is not None:   # counters held back at unload are dropped with the model
+            self.flush_timer.cancel()
         self.metrics.close()
 
     async def _end_all(self) -> None:
@@ -185,11 +203,12 @@ class TritonPythonModel:
         pending: list[int] = []          # non-streaming: everything goes in the final response
         pending_context: list[int] = []
         finish_reason = "error"
-        steps = aiter(entry.result)
+        # streamed: at most one response per stream interval (python_backend/coalescing.py)
+        steps = CoalescedSteps(entry.result, self.stream_interval if parsed.streaming else StreamInterval(0))
         try:
             while True:
                 step: StepOutput = await anext(steps)
-                if entry.stop_requested or entry.request.is_cancelled():
+                if entry.stop_requested or self._cancelled(entry):
                     finish_reason = "cancelled"
                     await self._abort_and_drain(entry, steps, step)
                     self._send_step(entry, [], [], "cancelled")
@@ -228,6 +247,7 @@ class TritonPythonModel:
             entry.result.abort()
             self._finish_with_error(entry, f"internal error: {err}")
         finally:
+            steps.close()
             self._release(entry, finish_reason or "error")
 
     async def _abort_and_drain(self, entry: ActiveRequest, steps, last: StepOutput | None) -> None:
@@ -245,15 +265,31 @@ class TritonPythonModel:
         except (asyncio.TimeoutError, StopAsyncIteration):
             self.logger.log_warn("tensorrt_llm: the engine did not confirm an abort in time")
 
+    def _cancelled(self, entry: ActiveRequest) -> bool:
+        now = self.loop.time()
+        if now - entry.cancel_polled_at < CANCEL_POLL_S:
+            return False
+        entry.cancel_polled_at = now
+        return entry.request.is_cancelled()
+
     def _count(self, entry: ActiveRequest, tokens: list[int], stats: SpeculativeStats) -> None:
-        previous = entry.last_stats
-        delta = SpeculativeStats(
-            total_draft_tokens=stats.total_draft_tokens - previous.total_draft_tokens,
-            total_accepted_draft_tokens=stats.total_accepted_draft_tokens - previous.total_accepted_draft_tokens,
-            drafting_steps=stats.drafting_steps - previous.drafting_steps)
+        previous, pending = entry.last_stats, self.unflushed_stats
+        pending.total_draft_tokens += stats.total_draft_tokens - previous.total_draft_tokens
+        pending.total_accepted_draft_tokens += stats.total_accepted_draft_tokens - previous.total_accepted_draft_tokens
+        pending.drafting_steps += stats.drafting_steps - previous.drafting_steps
+        self.unflushed_tokens += len(tokens)
         entry.last_stats = stats
         entry.output_token_ids.extend(tokens)
-        self.metrics.step(len(tokens), delta)
+        if self.flush_timer is None:
+            self.flush_timer = self.loop.call_later(METRICS_FLUSH_S, self._flush_metrics)
+
+    def _flush_metrics(self) -> None:
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+            self.flush_timer = None
+        if self.unflushed_tokens or self.unflushed_stats.drafting_steps:
+            self.metrics.step(self.unflushed_tokens, self.unflushed_stats)
+            self.unflushed_tokens, self.unflushed_stats = 0, SpeculativeStats()
 
     def _send_step(self, entry: ActiveRequest, tokens: list[int], context: list[int],
                    finish_reason: str | None) -> None:
@@ -263,6 +299,8 @@ class TritonPythonModel:
             num_input_tokens=len(entry.parsed.prompt_token_ids),
             num_output_tokens=len(entry.output_token_ids), stats=entry.last_stats)
         entry.responses_sent += 1
+        if finish_reason is not None:   # a client that saw its final response sees its tokens counted
+            self._flush_metrics()
         self._send(entry.sender, arrays, final=finish_reason is not None)
 
     def _finish_with_error(self, entry: ActiveRequest, message: str) -> None:
