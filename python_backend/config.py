@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from python_backend.reference.draft_policy import check_draft_limits
 
 # Keys of ours; everything else in the file is a TensorRT-LLM LLM-API argument.
-SERVING_KEYS = ("engine", "model", "tokenizer", "chat_format", "reasoning_effort", "reference")
+SERVING_KEYS = ("engine", "model", "tokenizer", "chat_format", "reasoning_effort", "reference",
+                "max_queue_size", "watchdog_timeout_s")
 
 # TensorRT-LLM 1.2 `TorchLlmArgs` top-level fields that the reference engine has
 # no use for (GPU, parallelism, kernels, scheduling knobs). Accepted, reported
@@ -42,6 +43,11 @@ TRTLLM_ONLY_KEYS = frozenset({
     "kv_connector_config", "mm_encoder_only", "enable_sleep", "disable_overlap_scheduler",
     "fail_fast_on_attention_window_too_large", "env_overrides", "build_config",
 })
+
+
+# Default queue: two waves of requests behind the running batch. Deeper queues only turn a
+# quick "busy, retry elsewhere" into a long wait (512 requests on 32 slots: the last waited ~150 s).
+QUEUE_SIZE_PER_BATCH_SLOT = 2
 
 
 class ConfigError(ValueError):
@@ -119,6 +125,11 @@ class EngineConfig(_Strict):
     chat_format: Literal["chatml", "harmony", "qwen3"] = "chatml"
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     reference: ReferenceEngineOptions = ReferenceEngineOptions()
+    # admission (python_backend/admission.py): requests waiting beyond the running batch;
+    # one more is refused at once as busy. None = QUEUE_SIZE_PER_BATCH_SLOT x max_batch_size.
+    max_queue_size: int | None = Field(default=None, ge=0)
+    # a reference engine step running longer than this (or a dead engine thread) fails the model
+    watchdog_timeout_s: float = Field(default=60.0, gt=0)
     # TensorRT-LLM LLM-API fields the reference engine implements too
     max_batch_size: int = 32
     max_num_tokens: int = 8192
@@ -135,6 +146,13 @@ class EngineConfig(_Strict):
         if value <= 0:
             raise ValueError(f"must be >= 1, got {value}")
         return value
+
+    @property
+    def queue_limit(self) -> int:
+        """`max_queue_size`, its default resolved."""
+        if self.max_queue_size is not None:
+            return self.max_queue_size
+        return QUEUE_SIZE_PER_BATCH_SLOT * self.max_batch_size
 
     @property
     def tokenizer_dir(self) -> str:
