@@ -1,7 +1,8 @@
 """Who gets in: a bounded queue, a drain before shutdown, no admission on a failed engine.
 
 The `tensorrt_llm` model admits at most `max_batch_size + max_queue_size` requests at once
-(running + waiting), for either engine: TensorRT-LLM's own queue is unbounded from our side.
+(running + waiting), for either engine: the limit lives in the serving layer, so it holds
+whatever queue the engine itself keeps.
 One more is refused at once with an error whose text starts with BUSY_PREFIX, so a client,
 a load balancer or the OpenAI server can tell "full, retry elsewhere" from a failure
 (docs/interface.md §1, "Refusals"). The same refusal answers while the model drains for a
