@@ -31,6 +31,7 @@ MIX = {"stream_grpc": 0.25, "stream_http": 0.15, "non_stream": 0.25, "cancelled"
        "malformed": 0.12, "over_long": 0.08}
 EXPECTS_ERROR = ("malformed", "over_long")
 SETTLE_S = 5.0   # after the last request: let cancelled requests leave and connections close
+PROGRESS_EVERY = 500
 PROMPT_WORDS = 16   # the start of each MT-Bench question: the soak looks for leaks, not speed
 
 
@@ -223,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"warm-up: {args.warmup} requests in {time.monotonic() - started:.0f} s; soaking "
               f"{args.requests} ...", flush=True)
         soak_started = time.monotonic()
-        asyncio.run(run_requests(server, mix, args.requests, args.concurrency, args.request_timeout, outcomes))
+        done = 0
+        while done < args.requests:   # in chunks, with a progress line: a trend, not just two points
+            chunk = min(PROGRESS_EVERY, args.requests - done)
+            asyncio.run(run_requests(server, mix, chunk, args.concurrency, args.request_timeout, outcomes))
+            done += chunk
+            print_progress(done, time.monotonic() - soak_started, sample_processes(server), outcomes)
         soak_s = time.monotonic() - soak_started
         time.sleep(SETTLE_S)
         end = sample_processes(server)
@@ -244,6 +250,12 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
     return 1 if failures else 0
+
+
+def print_progress(done: int, elapsed_s: float, snapshot: Snapshot, outcomes: Counter) -> None:
+    processes = ", ".join(f"{p.name} {p.rss_kib / 1024:.0f} MiB/{p.open_fds} fds" for p in snapshot.processes)
+    lost = sum(count for key, count in outcomes.items() if not key.endswith((":final", ":error", ":cancelled")))
+    print(f"  {done} requests, {elapsed_s:.0f} s: {processes}; shm {snapshot.shm_regions}; lost {lost}", flush=True)
 
 
 def print_report(report: dict) -> None:
