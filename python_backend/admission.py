@@ -3,7 +3,8 @@
 The `tensorrt_llm` model admits at most `max_batch_size + max_queue_size` requests at once
 (running + waiting), for either engine: the limit lives in the serving layer, so it holds
 whatever queue the engine itself keeps.
-One more is refused at once with an error whose text starts with BUSY_PREFIX, so a client,
+One more is refused at once with an error whose text starts with BUSY_PREFIX (an ensemble
+puts its name in front), so a client,
 a load balancer or the OpenAI server can tell "full, retry elsewhere" from a failure
 (docs/interface.md §1, "Refusals"). The same refusal answers while the model drains for a
 shutdown; a failed engine refuses with ENGINE_FAILED_PREFIX.
