@@ -128,8 +128,9 @@ class EngineConfig(_Strict):
     # admission (python_backend/admission.py): requests waiting beyond the running batch;
     # one more is refused at once as busy. None = QUEUE_SIZE_PER_BATCH_SLOT x max_batch_size.
     max_queue_size: int | None = Field(default=None, ge=0)
-    # a reference engine step running longer than this (or a dead engine thread) fails the model
-    watchdog_timeout_s: float = Field(default=60.0, gt=0)
+    # a reference engine step running longer than this (or a dead engine thread) fails the model;
+    # generous: a full max_num_tokens prefill takes ~20 s on 2 CPU cores, several times that when busy
+    watchdog_timeout_s: float = Field(default=300.0, gt=0)
     # TensorRT-LLM LLM-API fields the reference engine implements too
     max_batch_size: int = 32
     max_num_tokens: int = 8192

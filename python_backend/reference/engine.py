@@ -41,7 +41,7 @@ class ReferenceEngine:
     def __init__(self, target, draft=None, *, draft_len: int = 0, max_batch_size: int = 32,
                  max_num_tokens: int = 8192, max_seq_len: int = 2048, eos_token_id: int | None = None,
                  max_concurrency: int | None = None, draft_len_schedule: dict[int, int] | None = None,
-                 stall_timeout_s: float = 60.0):
+                 stall_timeout_s: float = 300.0):
         self.target = target
         policy = DraftPolicy(draft_len if draft is not None else 0, max_batch_size, max_num_tokens,
                              max_concurrency, draft_len_schedule)
