@@ -129,7 +129,8 @@ class EngineConfig(_Strict):
     # one more is refused at once as busy. None = QUEUE_SIZE_PER_BATCH_SLOT x max_batch_size.
     max_queue_size: int | None = Field(default=None, ge=0)
     # a reference engine step running longer than this (or a dead engine thread) fails the model;
-    # generous: a full max_num_tokens prefill takes ~20 s on 2 CPU cores, several times that when busy
+    # generous: a full 8192-token prefill is ~2.2 TFLOP, ~17 s at the ~130 GFLOP/s of docs/interface.md §2
+    # on 2 cores, and several times that on a busy machine
     watchdog_timeout_s: float = Field(default=300.0, gt=0)
     # TensorRT-LLM LLM-API fields the reference engine implements too
     max_batch_size: int = 32
