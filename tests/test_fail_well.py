@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from fail_well_repository import write_repository
-from python_backend.admission import BUSY_PREFIX, SHUTDOWN_PREFIX
+from python_backend.admission import BUSY_PREFIX
 from python_backend.reference.faults import FAULTS_ENV
 from triton_eagle.tritonserver import DRAIN_SETTLE_S, STOP_GRACE_S, TritonServer
 from triton_server import Stream, is_final, metric, scalar, start_server, wait_for
