@@ -25,6 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from python_backend.reference.draft_policy import check_draft_limits
 
 
+# Default queue: two waves of requests behind the running batch. Deeper queues only turn a
+# quick "busy, retry elsewhere" into a long wait (512 requests on 32 slots: the last waited ~150 s).
+QUEUE_SIZE_PER_BATCH_SLOT = 2
+
+
 class ConfigError(ValueError):
     """A config the engine refuses; the message names the key."""
 
@@ -120,6 +125,13 @@ class EngineConfig(_Strict):
     chat_format: Literal["chatml", "harmony", "qwen3"] = "chatml"
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     reference: ReferenceEngineOptions = ReferenceEngineOptions()
+    # admission (python_backend/admission.py): requests waiting beyond the running batch;
+    # one more is refused at once as busy. None = QUEUE_SIZE_PER_BATCH_SLOT x max_batch_size.
+    max_queue_size: int | None = Field(default=None, ge=0)
+    # a reference engine step running longer than this (or a dead engine thread) fails the model;
+    # generous: a full 8192-token prefill is ~2.2 TFLOP, ~17 s at the ~130 GFLOP/s of docs/interface.md §2
+    # on 2 cores, and several times that on a busy machine
+    watchdog_timeout_s: float = Field(default=300.0, gt=0)
     # -- LLM-API fields the CPU engine and the request checks read (resolved; DEFAULTS where silent) --
     max_batch_size: int = DEFAULTS["max_batch_size"]
     max_num_tokens: int = DEFAULTS["max_num_tokens"]
@@ -136,6 +148,13 @@ class EngineConfig(_Strict):
         if value is not None and value <= 0:
             raise ValueError(f"must be >= 1, got {value}")
         return value
+
+    @property
+    def queue_limit(self) -> int:
+        """`max_queue_size`, its default resolved."""
+        if self.max_queue_size is not None:
+            return self.max_queue_size
+        return QUEUE_SIZE_PER_BATCH_SLOT * self.max_batch_size
 
     @property
     def tokenizer_dir(self) -> str:

@@ -6,12 +6,20 @@ response per engine step, or per stream interval when steps come faster (coalesc
 the final one flagged. All Triton calls (responses, cancellation checks, metrics) happen
 on that one event-loop thread: updates from several threads crashed tritonserver.
 
+Failing well (python_backend/admission.py, watchdog.py): at most max_batch_size +
+max_queue_size requests are admitted, the next is refused at once as busy; on a drain
+(before a shutdown) nothing new is admitted and what still runs at the drain timeout ends
+with a reason; a failed engine ends every request with an error and stops tritonserver,
+so health checks see it not ready and an orchestrator restarts it.
+
 Tensors and their meaning: docs/interface.md §1 (tensorrt_llm), §3 (context_ids).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +28,7 @@ import triton_python_backend_utils as pb_utils
 
 from ensemble.detokenizer import StopStringMatcher, context_window
 from ensemble.tokenizer import load_tokenizer
+from python_backend.admission import ENGINE_FAILED_PREFIX, SHUTDOWN_PREFIX, Admission
 from python_backend.coalescing import CoalescedSteps, StreamInterval
 from python_backend.config import load_engine_config
 from python_backend.engines import build_engine
@@ -28,6 +37,7 @@ from python_backend.protocol import GenerationResult, InvalidRequestError, Specu
 from python_backend.request_tensors import (INPUTS, OUTPUTS, GenerateRequest, StopRequest,
                                             parse_request, response_arrays)
 from python_backend.triton_metrics import EngineModelMetrics
+from python_backend.watchdog import Watchdog
 
 DEFAULT_ENGINE_CONFIG = "tensorrt_llm/engine.yaml"   # relative to the model repository root
 MAX_BATCH_SIZE = 64                                  # docs/interface.md §1: all models batch-dim'd
@@ -41,6 +51,7 @@ FINALIZE_TIMEOUT_S = 10.0
 METRICS_FLUSH_S = 0.1
 CANCEL_POLL_S = 0.05
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+STOP_SERVER_DELAY_S = 1.0   # after ending requests on a failed engine: let their error responses go out
 
 
 @dataclass(eq=False)
@@ -55,6 +66,8 @@ class ActiveRequest:
     responses_sent: int = 0
     output_token_ids: list[int] = field(default_factory=list)   # kept tokens, sent or pending
     last_stats: SpeculativeStats = field(default_factory=SpeculativeStats)
+    task: asyncio.Task | None = None
+    ended_by: str | None = None     # why the model ended it itself (engine failure, drain timeout)
 
 
 class TritonPythonModel:
@@ -102,6 +115,9 @@ class TritonPythonModel:
         self.by_key: dict[str, ActiveRequest] = {}
         self.tasks: set[asyncio.Task] = set()   # strong references: the loop keeps only weak ones
         self.loop: asyncio.AbstractEventLoop | None = None   # the backend's loop, known from execute
+        self.admission = Admission(self.config.max_batch_size, self.config.queue_limit)
+        self.watchdog = Watchdog(self.engine, on_engine_failure=lambda reason: self._on_loop(self._engine_failed, reason),
+                                 on_drain=lambda timeout_s: self._on_loop(self._drain, timeout_s))
 
     async def execute(self, requests):
         self.loop = asyncio.get_running_loop()
@@ -114,6 +130,7 @@ class TritonPythonModel:
         return None
 
     def finalize(self):
+        self.watchdog.stop()
         # Requests still running (an unload that timed out) are ended on the event loop, the
         # only thread that may talk to Triton, before the engine and the metrics go away.
         if self.loop is not None and self.active and self.loop.is_running():
@@ -143,6 +160,14 @@ class TritonPythonModel:
             if isinstance(parsed, StopRequest):
                 self._stop(parsed, sender)
                 return
+            drain_timeout_s = self.watchdog.poll_drain()
+            if drain_timeout_s is not None:
+                self._drain(drain_timeout_s)
+            refusal = self.admission.refusal(len(self.active))
+            if refusal:
+                self.metrics.refused_at_admission("engine_failed" if self.admission.failure else "busy")
+                self._refuse(sender, refusal, "UNAVAILABLE")
+                return
             if parsed.request_uuid and parsed.request_uuid in self.by_key:
                 raise InvalidRequestError(f"request_uuid: {parsed.request_uuid} is already running; "
                                           "send a fresh id per request")
@@ -163,7 +188,7 @@ class TritonPythonModel:
             self.by_key[key] = entry
         self.metrics.request_started(len(parsed.prompt_token_ids))
         self._update_active_gauges()
-        task = asyncio.get_running_loop().create_task(self._stream(entry))
+        task = entry.task = asyncio.get_running_loop().create_task(self._stream(entry))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -187,9 +212,9 @@ class TritonPythonModel:
                                  stats=SpeculativeStats())
         self._send(sender, arrays, final=True)
 
-    def _refuse(self, sender, message: str) -> None:
+    def _refuse(self, sender, message: str, code: str = "INVALID_ARG") -> None:
         self.metrics.request_refused()
-        error = pb_utils.TritonError(message, getattr(pb_utils.TritonError, "INVALID_ARG", 3))
+        error = _triton_error(message, code)
         try:
             sender.send(pb_utils.InferenceResponse(output_tensors=[], error=error), flags=FINAL)
         except Exception as err:
@@ -219,6 +244,8 @@ class TritonPythonModel:
                     return
                 tokens = list(step.token_ids_diff)
                 finish_reason = step.finish_reason
+                if tokens and not entry.output_token_ids:
+                    self.metrics.first_token(step.timing)
                 if matcher is not None:
                     keep = matcher.feed(tokens)
                     if keep is not None:   # the stream ends at the token completing a stop string
@@ -238,6 +265,11 @@ class TritonPythonModel:
                     if not step.finished:   # stopped by a stop string: the engine still holds it
                         await self._abort_and_drain(entry, steps, None)
                     return
+        except asyncio.CancelledError:   # ended by the model itself: see _end_all_with
+            reason = entry.ended_by or "ended by the server"
+            finish_reason = "cancelled" if reason.startswith(SHUTDOWN_PREFIX) else "error"
+            entry.result.abort()
+            self._finish_with_reason(entry, reason, finish_reason)
         except StopAsyncIteration:   # the engine ended without a final step: a bug, still end cleanly
             finish_reason = "error"
             self._finish_with_error(entry, "engine ended the request without a final step")
@@ -312,6 +344,68 @@ class TritonPythonModel:
             error = pb_utils.TritonError(message)
             self._send_raw(entry.sender, pb_utils.InferenceResponse(output_tensors=[], error=error))
 
+    # -- failing well: drain, engine failure (on the event loop) -----------------------
+    def _on_loop(self, callback, *args) -> None:
+        """Run on the event loop (the only thread that may talk to Triton), or here if no
+        request has come yet (then there is nothing to end)."""
+        if self.loop is not None and self.loop.is_running():
+            self.loop.call_soon_threadsafe(callback, *args)
+        else:
+            callback(*args)
+
+    def _drain(self, timeout_s: float) -> None:
+        self.admission.draining = True
+        self.logger.log_info(f"tensorrt_llm: draining: no new requests; {len(self.active)} running get "
+                             f"{timeout_s:g} s to finish")
+        if self.loop is not None and self.active:
+            self.loop.call_later(timeout_s, self._end_all_with,
+                                 f"{SHUTDOWN_PREFIX}; the drain timeout ({timeout_s:g} s) passed")
+
+    def _engine_failed(self, reason: str) -> None:
+        self.admission.failure = reason
+        self.logger.log_error(f"tensorrt_llm: the engine failed: {reason}. Ending {len(self.active)} running "
+                              "requests with an error and stopping tritonserver (not ready) for a restart")
+        self._end_all_with(f"{ENGINE_FAILED_PREFIX}: {reason}")
+        if self.loop is not None and self.loop.is_running():
+            self.loop.call_later(STOP_SERVER_DELAY_S, self._stop_server)
+        else:
+            self._stop_server()
+
+    def _end_all_with(self, reason: str) -> None:
+        """End every running request now with `reason` (its task sends the final response)."""
+        for entry in list(self.active):
+            if entry.task is not None and not entry.task.done() and entry.ended_by is None:
+                entry.ended_by = reason
+                entry.task.cancel()
+
+    def _stop_server(self) -> None:
+        # No Python-backend call marks a model not ready (tritonserver 2.51); a server that is
+        # exiting is not ready, and one without its engine has nothing left to serve.
+        parent = os.getppid()
+        try:
+            name = Path(f"/proc/{parent}/comm").read_text().strip()
+        except OSError:
+            name = ""
+        if name != "tritonserver":
+            self.logger.log_error(f"tensorrt_llm: not stopping the parent process {parent} ({name!r}): "
+                                  "not a tritonserver")
+            return
+        self.logger.log_error(f"tensorrt_llm: stopping tritonserver (pid {parent}): the engine failed")
+        os.kill(parent, signal.SIGTERM)
+
+    def _finish_with_reason(self, entry: ActiveRequest, message: str, finish_reason: str) -> None:
+        """The final response of a request the model ended itself. Before any token: an error
+        whose text says why (its prefix says which: admission.py). After tokens: a normal final
+        response whose finish_reason says which ("cancelled" by a drain, "error" on a failed
+        engine), since an error mid-stream leaves the ensemble request hanging; the log says why."""
+        self.logger.log_warn(f"tensorrt_llm: request ended ({finish_reason}, {entry.responses_sent} responses "
+                             f"sent): {message}")
+        if entry.responses_sent:
+            self._send_step(entry, [], [], finish_reason)
+        else:
+            self._send_raw(entry.sender, pb_utils.InferenceResponse(
+                output_tensors=[], error=_triton_error(message, "UNAVAILABLE")))
+
     def _send(self, sender, arrays: dict[str, np.ndarray], final: bool) -> None:
         tensors = [pb_utils.Tensor(name, array) for name, array in arrays.items()]
         response = pb_utils.InferenceResponse(output_tensors=tensors)
@@ -344,3 +438,10 @@ class TritonPythonModel:
 
     def _update_active_gauges(self) -> None:
         self.metrics.set_active(len(self.active), self.engine.num_active_requests())
+        self.metrics.set_queue_depth(self.admission.queue_depth(len(self.active)))
+
+
+def _triton_error(message: str, code: str):
+    """A TritonError with a named code (UNAVAILABLE: HTTP 503 from Triton, "try elsewhere")."""
+    # the codes exist only once the stub runs, not at import
+    return pb_utils.TritonError(message, getattr(pb_utils.TritonError, code, pb_utils.TritonError.INTERNAL))

@@ -24,13 +24,13 @@ LOG_DIR = REPO_ROOT / "build" / "test-logs"
 
 
 def start_server(repository: str | Path | None = None, models: list[str] | None = None,
-                 exit_timeout_s: int = 5, name: str = "session") -> TritonServer:
+                 exit_timeout_s: int = 5, name: str = "session", drain_timeout_s: float = 0.0) -> TritonServer:
     repository = repository or os.environ.get("TRITON_EAGLE_TEST_REPOSITORY") or DEFAULT_REPOSITORY
     if models is None and os.environ.get("TRITON_EAGLE_TEST_MODELS"):
         models = os.environ["TRITON_EAGLE_TEST_MODELS"].split(",")
     http_port, grpc_port, metrics_port = free_ports(3)
     server = TritonServer(repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                          exit_timeout_s=exit_timeout_s, models=models,
+                          exit_timeout_s=exit_timeout_s, drain_timeout_s=drain_timeout_s, models=models,
                           log_path=LOG_DIR / f"tritonserver-{name}-{http_port}.log")
     return server.start(ready_timeout_s=300)
 

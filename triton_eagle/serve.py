@@ -2,7 +2,8 @@
 
 Starts the wheel's tritonserver with the project's environment (see
 triton_eagle/tritonserver.py), prints a curl and a Python gRPC streaming example,
-then waits for SIGINT/SIGTERM and stops the server within its exit timeout.
+then waits for SIGINT/SIGTERM and stops the server: running requests get the drain timeout
+to finish (nothing new is admitted), the rest end with a reason, then the exit timeout bounds the rest.
 """
 from __future__ import annotations
 
@@ -57,8 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="on SIGTERM/Ctrl-C: how long running requests may finish (new ones are refused "
+                             "as busy); the rest then end with a final response that says why")
     parser.add_argument("--exit-timeout", type=int, default=5, metavar="SECONDS",
-                        help="how long a stop waits for in-flight requests (then the server is killed)")
+                        help="after the drain, how long the stop waits for the server (then it is killed)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, metavar="SECONDS",
                         help="how long to wait for every model to load")
     parser.add_argument("--log-file", type=Path, default=None,
@@ -85,7 +89,8 @@ def _demo(grpc_url: str) -> None:
 def run(args: argparse.Namespace) -> int:
     server = TritonServer(
         args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port, exit_timeout_s=args.exit_timeout, log_path=args.log_file,
+        metrics_port=args.metrics_port, exit_timeout_s=args.exit_timeout,
+        drain_timeout_s=args.drain_timeout, log_path=args.log_file,
         log_verbose=args.log_verbose, models=args.model)
     stop_requested = threading.Event()
     ready = threading.Event()
@@ -124,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{server.log_tail()}", file=sys.stderr)
                 server.stop()
                 return 1
-        print(f"stopping (at most {args.exit_timeout} s for in-flight requests) ...", flush=True)
+        print(f"stopping: draining (running requests get {args.drain_timeout:g} s, new ones are refused), "
+              f"then at most {args.exit_timeout} s more ...", flush=True)
         return 0
     finally:
         server.stop()

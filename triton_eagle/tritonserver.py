@@ -10,17 +10,28 @@ Python minor version. This module turns that into a working server on the CPU
   there, so `sys.prefix` is the venv and model.py imports the venv's packages;
 - LD_LIBRARY_PATH with the base interpreter's LIBDIR, so the stub loads the same
   libpython as the venv's stdlib and not another build of the same minor;
+- a drain before the stop: the engine model is told (a file it watches, named in its
+  environment) to admit nothing new (busy) and to end what still runs at the drain timeout
+  with a final response that says why; SIGTERM comes once it has nothing running. Not the
+  other way round: an exiting tritonserver stops the scheduler of every model with nothing
+  in flight at that instant, so an ensemble stream's next postprocessing call would be refused.
+  Health checks see the drain at once: tritonserver 2.51 has no call that marks a serving
+  server not ready, but with strict readiness a model that failed to load does, so the drain
+  starts by asking (explicit model control) to load a model with no backend;
 - a bounded stop: a server with a stream still open once ignored SIGTERM for 47
-  minutes, so after the exit timeout the whole process group is killed, and the
-  shared-memory regions an unclean exit leaves behind are removed.
+  minutes, so after the drain and exit timeouts the whole process group is killed, and
+  the shared-memory regions an unclean exit leaves behind are removed.
 
     with TritonServer("model_repository", http_port=8000) as server:
         print(server.http_url)
 """
 from __future__ import annotations
 
+import base64
 import glob
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from python_backend.watchdog import DRAIN_FILE_ENV
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BACKEND_DIR = REPO_ROOT / "build" / "triton-backends"
 DEFAULT_LOG_DIR = REPO_ROOT / "build" / "triton-logs"
@@ -40,6 +53,9 @@ SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 # on a CPU-only machine these error lines are expected and say nothing about the models
 HARMLESS_LOG_LINES = ("CudaDriverHelper", "NVML", "DCGM", "unable to create stream", "pinned memory")
 STOP_GRACE_S = 10.0   # beyond --exit-timeout-secs: model finalize and stub teardown
+NOT_READY_MARKER = "draining-for-shutdown"   # the model whose failed load marks the server not ready
+DRAIN_SETTLE_S = 2.0  # beyond the drain timeout: the model's last final responses go out
+ACTIVE_REQUESTS_METRIC = re.compile(r"^triton_eagle_active_requests\{[^}]*\} (\S+)$", re.MULTILINE)
 
 
 # loopback only: an http_proxy in the environment must not see our health checks
@@ -209,19 +225,23 @@ class TritonServer:
         metrics_port: int = 8002,
         host: str = "127.0.0.1",
         exit_timeout_s: int = 5,
+        drain_timeout_s: float = 0.0,
         log_path: str | Path | None = None,
         log_verbose: int = 0,
         models: Sequence[str] | None = None,
         extra_args: Sequence[str] = (),
         backend_dir: Path = DEFAULT_BACKEND_DIR,
     ):
-        """`models=None` serves the whole repository (`--model-control-mode none`); a list
-        loads only those (explicit mode; an ensemble brings its composing models)."""
+        """`models=None` serves the whole repository; a list loads only those (an ensemble
+        brings its composing models). Explicit model control either way, for the drain.
+        On stop, running requests get `drain_timeout_s` to finish, then `exit_timeout_s` more."""
         self.model_repository = Path(model_repository).resolve()
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.host = host
         self.exit_timeout_s = exit_timeout_s
+        self.drain_timeout_s = drain_timeout_s
         self.log_path = Path(log_path) if log_path else DEFAULT_LOG_DIR / f"tritonserver-{http_port}.log"
+        self.drain_file = self.log_path.with_name(self.log_path.name + ".drain")
         self.log_verbose = log_verbose
         self.models = list(models) if models is not None else None
         self.extra_args = list(extra_args)
@@ -259,10 +279,8 @@ class TritonServer:
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={self.log_verbose}",
         ]
-        if self.models is None:
-            cmd += ["--model-control-mode=none"]
-        else:
-            cmd += ["--model-control-mode=explicit"] + [f"--load-model={name}" for name in self.models]
+        models = ["*"] if self.models is None else self.models
+        cmd += ["--model-control-mode=explicit"] + [f"--load-model={name}" for name in models]
         return cmd + self.extra_args
 
     # -- life cycle ------------------------------------------------------------------
@@ -275,9 +293,12 @@ class TritonServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "wb")
         self._shm_before = shm_regions()
+        self.drain_file.unlink(missing_ok=True)
+        env = server_environment(install)
+        env[DRAIN_FILE_ENV] = str(self.drain_file)
         # own session: the stop can kill the server and its stubs as one process group
         self.process = subprocess.Popen(
-            cmd, env=server_environment(install), stdin=subprocess.DEVNULL,
+            cmd, env=env, stdin=subprocess.DEVNULL,
             stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
             cwd=self.model_repository)
         try:
@@ -316,14 +337,15 @@ class TritonServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> int | None:
-        """SIGTERM, wait exit timeout + grace, then SIGKILL the process group; remove the
-        shm regions this server left. Returns the exit code (negative = killed by signal)."""
+        """Drain, SIGTERM, wait drain + exit timeout + grace, then SIGKILL the process group;
+        remove the shm regions this server left. Returns the exit code (negative = killed by signal)."""
         if self.process is None:
             return None
         process = self.process
         pgid = process.pid   # start_new_session: the server leads its own group
         if process.poll() is None:
             self.owned_shm_regions |= _mapped_shm_regions(self._pids())
+            self._drain()
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(timeout=self.exit_timeout_s + STOP_GRACE_S)
@@ -337,11 +359,45 @@ class TritonServer:
             while _group_pids(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
         self._remove_shm_left()
+        self.drain_file.unlink(missing_ok=True)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         self.process = None
         return process.returncode
+
+    def _drain(self) -> None:
+        """Tell the engine model to drain (python_backend/watchdog.py reads the file), then wait
+        until it runs nothing: by the drain timeout it ends what is left, DRAIN_SETTLE_S lets
+        those final responses out."""
+        self._mark_not_ready()
+        tmp = self.drain_file.with_name(self.drain_file.name + ".tmp")
+        tmp.write_text(f"{self.drain_timeout_s:g}\n")
+        tmp.replace(self.drain_file)
+        deadline = time.monotonic() + self.drain_timeout_s + DRAIN_SETTLE_S
+        while self.running() and self.active_requests() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def _mark_not_ready(self) -> None:
+        """/v2/health/ready false from now on: load a model that cannot load (no such backend)."""
+        config = json.dumps({"name": NOT_READY_MARKER, "backend": NOT_READY_MARKER})
+        body = json.dumps({"parameters": {"config": config,
+                                          "file:1/why": base64.b64encode(b"draining for shutdown").decode()}})
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{NOT_READY_MARKER}/load",
+                                         data=body.encode(), method="POST")
+        try:
+            LOCAL_OPENER.open(request, timeout=5).close()
+        except (urllib.error.URLError, OSError):
+            pass   # the refusal is the point (HTTP 400: no backend "draining-for-shutdown")
+
+    def active_requests(self) -> int:
+        """Requests the engine model runs now (its metric; 0 when it has none or is not there)."""
+        try:
+            with LOCAL_OPENER.open(self.metrics_url, timeout=2) as resp:
+                text = resp.read().decode()
+        except (urllib.error.URLError, OSError):
+            return 0
+        return int(sum(float(value) for value in ACTIVE_REQUESTS_METRIC.findall(text)))
 
     def _pids(self) -> list[int]:
         return _group_pids(self.process.pid) if self.process is not None else []

@@ -2,6 +2,11 @@
 
 One engine thread runs the step loop (numpy releases the GIL in its kernels);
 callers on an asyncio loop submit with `generate_async` and iterate the result.
+
+Failing well: a step that raises is retried one request at a time from the state before
+the step, so only the request that fails again ends with an error; a thread that dies
+ends every request with an error; `health()` says when the thread is dead or stalled, for
+the serving layer's watchdog.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from python_backend.config import EngineConfig
 from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import InvalidRequestError, QueueResult, SamplingParams, StepOutput
 from python_backend.reference.draft_policy import DraftPolicy
+from python_backend.reference.faults import FaultInjector
 from python_backend.reference.scheduler import Scheduler
 from python_backend.reference.sequence import SequenceState
 from python_backend.reference.speculative import SpeculativeDecoder
@@ -36,7 +42,7 @@ class ReferenceEngine:
     def __init__(self, target, draft=None, *, draft_len: int = 0, max_batch_size: int = 32,
                  max_num_tokens: int = 8192, max_seq_len: int = 2048, eos_token_id: int | None = None,
                  max_concurrency: int | None = None, draft_len_schedule: dict[int, int] | None = None,
-                 enable_chunked_prefill: bool = False):
+                 enable_chunked_prefill: bool = False, stall_timeout_s: float = 300.0):
         self.target = target
         policy = DraftPolicy(draft_len if draft is not None else 0, max_batch_size, max_num_tokens,
                              max_concurrency, draft_len_schedule)
@@ -59,6 +65,12 @@ class ReferenceEngine:
         self._wake = threading.Event()
         self._stopped = False
         self.steps = 0
+        self.stall_timeout_s = stall_timeout_s
+        self._step_started_at: float | None = None   # monotonic; None while idle
+        self._death: str | None = None               # why the thread ended, if not by shutdown()
+        self._faults = FaultInjector.from_environment()   # None in production
+        if self._faults is not None:
+            log.warning("reference engine: TEST fault injection is on (%s)", self._faults.seeds)
         self._thread = threading.Thread(target=self._run, name="reference-engine", daemon=True)
         self._thread.start()
 
@@ -81,7 +93,8 @@ class ReferenceEngine:
                    max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len,
                    max_concurrency=spec.max_concurrency if spec else None,
                    draft_len_schedule=spec.draft_len_schedule if spec else None,
-                   enable_chunked_prefill=config.enable_chunked_prefill)
+                   enable_chunked_prefill=config.enable_chunked_prefill,
+                   stall_timeout_s=config.watchdog_timeout_s)
 
     # -- the protocol -----------------------------------------------------------------
     def generate_async(self, prompt_token_ids: Sequence[int], sampling_params: SamplingParams,
@@ -95,8 +108,8 @@ class ReferenceEngine:
         seq = SequenceState(request_id, prompt, sampling_params, end_id if end_id is not None else -1, sink,
                             np.random.default_rng(sampling_params.seed))
         with self._lock:
-            if self._stopped:
-                raise RuntimeError("engine is shut down")
+            if self._stopped or self._death:
+                raise RuntimeError(f"engine is not running: {self._death or 'shut down'}")
             self._inbox.append(seq)
             self._active.add(request_id)
         self._wake.set()
@@ -111,6 +124,17 @@ class ReferenceEngine:
     def num_active_requests(self) -> int:
         with self._lock:
             return len(self._active)
+
+    def health(self) -> str | None:
+        """None while the engine thread serves; else why it cannot (dead, or stuck in one step)."""
+        if self._death:
+            return self._death
+        if not self._thread.is_alive() and not self._stopped:
+            return "the engine thread is gone"
+        started = self._step_started_at
+        if started is not None and time.monotonic() - started > self.stall_timeout_s:
+            return f"the engine thread has been in one step for over {self.stall_timeout_s:g} s (stalled)"
+        return None
 
     def shutdown(self) -> None:
         with self._lock:
@@ -131,6 +155,16 @@ class ReferenceEngine:
 
     # -- the engine thread ------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as err:   # the thread is ending: say why, end every request
+            self._death = f"the engine thread died: {err!r}"
+            log.critical("reference engine: %s", self._death, exc_info=True)
+            self._fail_all(self._death)
+            return
+        self._fail_all("engine shut down")
+
+    def _loop(self) -> None:
         while True:
             with self._lock:
                 if self._stopped:
@@ -149,25 +183,20 @@ class ReferenceEngine:
                 self._wake.wait()
                 self._wake.clear()
                 continue
+            self._step_started_at = time.monotonic()
             self._step(prefill, decode)
-        self._fail_all("engine shut down")
+            self._step_started_at = None
 
     def _step(self, prefill: list[SequenceState], decode: list[SequenceState]) -> None:
         now = time.monotonic()
         for seq in prefill:
             seq.timing.first_scheduled_time = now
-        try:
-            new_tokens = self.decoder.step(prefill, decode)
-        except Exception as err:  # a bug must not kill the engine: fail this batch, keep serving
-            log.exception("engine step failed")
-            for seq in prefill + decode:
-                self._scheduler.remove(seq.request_id)
-                seq.finish_reason = "error"
-                self._emit(seq, [], error=f"engine step failed: {err}")
-            return
+        new_tokens = self._isolated_step(prefill, decode)
         self.steps += 1
         now = time.monotonic()
         for seq in prefill + decode:
+            if seq.request_id not in new_tokens:
+                continue   # failed alone, already ended
             emitted = self._scheduler.record(seq, new_tokens[seq.request_id])
             seq.stats.generation_steps += 1
             seq.stats.output_tokens = len(seq.output_ids)
@@ -175,6 +204,41 @@ class ReferenceEngine:
                 seq.timing.first_token_time = seq.timing.first_token_time or now
                 seq.timing.last_token_time = now
             self._emit(seq, emitted)
+
+    def _isolated_step(self, prefill: list[SequenceState], decode: list[SequenceState]) -> dict[int, list[int]]:
+        """One step; if it raises, each request is rolled back and retried alone, so one
+        request's failure ends only that request (with an error) and the others keep going."""
+        batch = prefill + decode
+        before = {seq.request_id: _Snapshot.of(seq) for seq in batch}
+        try:
+            return self._forward(prefill, decode)
+        except Exception as err:
+            if len(batch) == 1:
+                self._fail(batch[0], err)
+                return {}
+            log.warning("engine step of %d requests failed (%r); retrying each alone", len(batch), err)
+        new_tokens: dict[int, list[int]] = {}
+        for seq in batch:
+            before[seq.request_id].restore(seq)
+        for seq in batch:
+            alone = ([seq], []) if seq in prefill else ([], [seq])
+            try:
+                new_tokens.update(self._forward(*alone))
+            except Exception as err:
+                self._fail(seq, err)
+        return new_tokens
+
+    def _forward(self, prefill: list[SequenceState], decode: list[SequenceState]) -> dict[int, list[int]]:
+        new_tokens = self.decoder.step(prefill, decode)
+        if self._faults is not None:
+            self._faults.after_forward(prefill + decode)
+        return new_tokens
+
+    def _fail(self, seq: SequenceState, err: Exception) -> None:
+        log.error("request %d failed in an engine step: %r", seq.request_id, err, exc_info=err)
+        self._scheduler.remove(seq.request_id)
+        seq.finish_reason = "error"
+        self._emit(seq, [], error=f"engine step failed: {err}")
 
     def _emit(self, seq: SequenceState, tokens: list[int], error: str | None = None) -> None:
         if seq.finish_reason is not None:
@@ -186,7 +250,41 @@ class ReferenceEngine:
 
     def _fail_all(self, reason: str) -> None:
         with self._lock:
+            self._stopped = True   # no new work: this thread is ending
             pending, self._inbox = self._inbox, []
         for seq in list(self._scheduler.running) + list(self._scheduler.waiting) + pending:
             seq.finish_reason = "error"
             self._emit(seq, [], error=reason)
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    """What one engine step changes in a sequence, to undo a failed step."""
+
+    target_length: int | None
+    draft_length: int | None
+    catchup_token_ids: list[int]
+    catchup_features: np.ndarray | None
+    stats: object
+    rng_state: dict
+
+    @classmethod
+    def of(cls, seq: SequenceState) -> "_Snapshot":
+        return cls(seq.target_cache.length if seq.target_cache is not None else None,
+                   seq.draft_cache.length if seq.draft_cache is not None else None,
+                   seq.catchup_token_ids, seq.catchup_features, dataclasses.replace(seq.stats),
+                   seq.rng.bit_generator.state)
+
+    def restore(self, seq: SequenceState) -> None:
+        # the step only appends to the caches and reassigns the catch-up fields
+        if self.target_length is None:
+            seq.target_cache = None
+        elif seq.target_cache is not None:
+            seq.target_cache.truncate(self.target_length)
+        if self.draft_length is None:
+            seq.draft_cache = None
+        elif seq.draft_cache is not None:
+            seq.draft_cache.truncate(self.draft_length)
+        seq.catchup_token_ids, seq.catchup_features = self.catchup_token_ids, self.catchup_features
+        seq.stats = self.stats
+        seq.rng.bit_generator.state = self.rng_state
