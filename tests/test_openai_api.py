@@ -185,3 +185,18 @@ def test_unreachable_triton_is_a_503():
             with pytest.raises(openai.InternalServerError) as raised:
                 client.chat.completions.create(model="ensemble", messages=FRANCE, max_tokens=4)
         assert raised.value.status_code == 503 and "not reachable" in raised.value.body["message"]
+
+
+def test_locust_openai_user_reports_the_same_per_request_metrics(triton_server, api, tmp_path):
+    from test_loadtest_e2e import loadtest
+
+    code, report = loadtest(triton_server, tmp_path, "--users", "2", "--duration", "8", "--protocol", "openai",
+                            "--openai-port", str(api.port), "--workload", "synthetic", "--input-tokens", "16",
+                            "--output-tokens", "6", "--csv", str(tmp_path / "locust"))
+    assert code == 0, report["failures"]
+    assert report["protocols"] == ["openai"] and report["requests"]["completed"] >= 2
+    assert report["output_tokens_per_request"]["min"] == report["output_tokens_per_request"]["max"] == 6
+    for key in ("ttft_s", "itl_s", "user_tokens_per_s"):
+        assert 0 < report[key]["p50"] <= report[key]["p99"], key
+    assert report["acceptance_length"]["overall"] >= 1.0
+    assert "OpenAI,generate_stream" in (tmp_path / "locust_stats.csv").read_text()

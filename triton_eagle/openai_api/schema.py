@@ -187,3 +187,17 @@ def ensemble_inputs(fields: dict[str, Any]):
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
     return inputs
+
+
+def chat_body(fields: dict[str, Any], model: str) -> dict[str, Any]:
+    """A /v1/chat/completions body for ensemble request fields (triton_eagle.client.request_fields'
+    names): `text_input` becomes one user message, the rest take their OpenAI names."""
+    body: dict[str, Any] = {"model": model}
+    for name, value in fields.items():
+        if name == "text_input":
+            body["messages"] = [{"role": "user", "content": value}]
+        elif name == "messages":
+            body["messages"] = json.loads(value) if isinstance(value, str) else value
+        else:
+            body[_OPENAI_FIELD[name]] = value
+    return body
