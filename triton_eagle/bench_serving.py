@@ -1,5 +1,6 @@
-"""Benchmark the serving overhead: tokens/s through the Triton ensemble (gRPC streaming)
-versus the same engine called in-process, same prompts and lengths, one run.
+"""Benchmark the serving overhead: tokens/s through the Triton ensemble (gRPC streaming) and
+through the OpenAI-compatible server in front of it, versus the same engine called in-process,
+same prompts and lengths, one run.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from python_backend.config import load_engine_config
 from python_backend.protocol import SamplingParams
 from python_backend.reference.engine import ReferenceEngine
 from triton_eagle.client import request_fields, stream_generate
+from triton_eagle.openai_api.bench import openai_tokens_per_s
 from triton_eagle.prompts import MTBENCH_CATEGORIES, mtbench_questions
 from triton_eagle.tritonserver import TritonServer, free_ports
 
@@ -90,6 +92,7 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
         asyncio.run(_through_ensemble(server.grpc_url, _questions(2), 2, 4))  # warm-up
         ensemble = {level: asyncio.run(_through_ensemble(server.grpc_url, texts_by_level[level], level, max_tokens))
                     for level in levels}
+        openai = openai_tokens_per_s(server, texts_by_level, max_tokens)
 
     # the server is stopped: the in-process engine gets the machine to itself, as the server had
     engine = ReferenceEngine.from_config(config)
@@ -102,6 +105,8 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
                 "requests": len(prompts),
                 "ensemble_tokens_per_s": round(ensemble[level], 2),
                 "direct_tokens_per_s": round(direct, 2),
+                "openai_tokens_per_s": round(openai[level], 2),
+                "openai_over_direct": round(openai[level] / direct, 3),
                 "ensemble_over_direct": round(ensemble[level] / direct, 3),
             }
     finally:
@@ -116,5 +121,6 @@ def run(args) -> int:
     else:
         for level, row in report["concurrency"].items():
             print(f"concurrency {level:>3}: ensemble {row['ensemble_tokens_per_s']:8.1f} tok/s   "
+                  f"openai {row['openai_tokens_per_s']:8.1f} tok/s   "
                   f"in-process {row['direct_tokens_per_s']:8.1f} tok/s   ratio {row['ensemble_over_direct']}")
     return 0
