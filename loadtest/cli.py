@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--users", type=int, default=8, help="concurrent users, one stream each (default 8)")
     _shared_arguments(run)
     run.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
+    run.add_argument("--requests", type=int, default=0,
+                     help="stop after this many requests in all (--duration still bounds the run; local runs)")
     run.add_argument("--workers", type=int, default=0,
                      help="distributed mode: a Locust master and this many workers on loopback")
     run.add_argument("--csv", help="Locust's own CSV statistics (file prefix)")
@@ -101,6 +103,7 @@ def _run(args) -> int:
     locust_args = args.locust_args[1:] if args.locust_args[:1] == ["--"] else args.locust_args
     options = _options(args, args.users)
     options.spawn_rate, options.workers, options.web = args.spawn_rate, args.workers, args.web
+    options.requests = args.requests
     options.csv, options.html, options.locust_args = args.csv, args.html, locust_args
     code = run_locust(options)
     _print_summary(read_report(args.out), args.out)

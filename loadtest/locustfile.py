@@ -28,6 +28,7 @@ from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
 from locust import User, events, task  # noqa: E402
+from locust.exception import StopUser  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, MasterRunner, WorkerRunner  # noqa: E402
 
@@ -66,6 +67,8 @@ def _add_arguments(parser) -> None:
                        help="seconds until a request without its final response counts as a timeout")
     group.add_argument("--failure-backoff", type=float, default=0.5,
                        help="seconds a user waits after a failed request (a down server is not hammered)")
+    group.add_argument("--requests", type=int, default=0,
+                       help="stop after this many requests in all (local runs; 0 = until --run-time)")
     group.add_argument("--out", default="loadtest-results", help="folder for samples and the report")
 
 
@@ -78,6 +81,9 @@ def _add_arguments(parser) -> None:
 _log: SampleLog | None = None
 _workloads: dict[tuple, Workload] = {}
 _user_numbers = itertools.count()
+_requests_started = itertools.count()
+_requests_running = 0
+_quitting = False
 _workers_done: set[str] = set()
 WORKER_STOP_GRACE_S = 30.0
 
@@ -178,7 +184,7 @@ def run_config(environment) -> dict:
         "openai_port": options.openai_port,
         "workload": options.workload, "max_tokens": options.max_tokens,
         "input_tokens": options.input_tokens, "output_tokens": options.output_tokens,
-        "request_timeout_s": options.request_timeout,
+        "request_timeout_s": options.request_timeout, "requests": options.requests,
         "user_classes": sorted(c.__name__ for c in environment.user_classes),
         "workers": options.expect_workers if isinstance(environment.runner, MasterRunner) else 0,
     }
@@ -232,9 +238,27 @@ class StreamingUser(User):
     def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
         raise NotImplementedError
 
+    def _stop_at_request_limit(self) -> None:
+        """--requests N: the user that finds the limit reached stops; the last one ends the run."""
+        global _quitting
+        if _requests_running == 0 and not _quitting:
+            _quitting = True
+            gevent.spawn(self.environment.runner.quit)   # not from this greenlet: quit kills the users
+        raise StopUser
+
     @task
     def generate(self) -> None:
+        global _requests_running
         options = _options(self.environment)
+        if options.requests and next(_requests_started) >= options.requests:
+            self._stop_at_request_limit()
+        _requests_running += 1
+        try:
+            self._generate(options)
+        finally:
+            _requests_running -= 1
+
+    def _generate(self, options) -> None:
         prompt = next(self._prompts)
         sample = RequestSample(self.protocol, prompt.category, prompt.prompt_id, time.time(), process=PROCESS)
         started = time.perf_counter()

@@ -32,6 +32,7 @@ class RunOptions:
     input_tokens: int = 128
     output_tokens: int = 128
     request_timeout_s: float = 300.0
+    requests: int = 0                    # stop after this many requests (0 = after duration_s)
     spawn_rate: float | None = None      # users started per second; None = all at once
     workers: int = 0                     # 0 = one local process; N = a master and N workers
     web: bool = False                    # Locust's web UI instead of --headless
@@ -67,6 +68,8 @@ def master_command(options: RunOptions, master_port: int | None = None) -> list[
         "--input-tokens", str(options.input_tokens), "--output-tokens", str(options.output_tokens),
         "--request-timeout", f"{options.request_timeout_s:g}", "--out", str(options.out),
     ]
+    if options.requests:
+        command += ["--requests", str(options.requests)]
     if options.workers:
         command += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
                     "--expect-workers", str(options.workers)]
