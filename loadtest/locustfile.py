@@ -24,6 +24,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
@@ -68,7 +69,8 @@ def _add_arguments(parser) -> None:
     group.add_argument("--failure-backoff", type=float, default=0.5,
                        help="seconds a user waits after a failed request (a down server is not hammered)")
     group.add_argument("--requests", type=int, default=0,
-                       help="stop after this many requests in all (local runs; 0 = until --run-time)")
+                       help="stop after this many requests in all, the workload's prompts in order "
+                            "(local runs; 0 = until --run-time)")
     group.add_argument("--out", default="loadtest-results", help="folder for samples and the report")
 
 
@@ -82,6 +84,7 @@ _log: SampleLog | None = None
 _workloads: dict[tuple, Workload] = {}
 _user_numbers = itertools.count()
 _requests_started = itertools.count()
+_shared_prompts: dict[tuple, Iterator] = {}
 _requests_running = 0
 _quitting = False
 _workers_done: set[str] = set()
@@ -234,6 +237,8 @@ class StreamingUser(User):
         # users and workers start at different prompts, so they do not ask in lockstep
         worker_index = getattr(self.environment.runner, "worker_index", 0) or 0
         self._prompts = _workloads[key].cycle(offset=next(_user_numbers) + 11 * worker_index)
+        if options.requests:   # a counted run sends the file's prompts in order, once each (aiperf's sequential)
+            self._prompts = _shared_prompts.setdefault(key, _workloads[key].cycle())
 
     def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
         raise NotImplementedError
