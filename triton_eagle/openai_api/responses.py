@@ -1,5 +1,9 @@
 """OpenAI's response shapes for chat and text completions, whole or as SSE chunks.
 
+Reasoning goes in `reasoning_content` of the message or delta, as trtllm-serve names it
+(ChatMessage / DeltaMessage in NVIDIA/TensorRT-LLM tensorrt_llm/serve/openai_protocol.py,
+commit 0076e93) and vLLM does.
+
 `usage` carries OpenAI's three counts (the ensemble's num_input_tokens / num_output_tokens)
 plus `speculative_decoding`: draft tokens, accepted draft tokens and acceptance length.
 """

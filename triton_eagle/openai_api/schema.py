@@ -2,6 +2,11 @@
 the field, never ignored; values the ensemble validates (max_tokens range, temperature, stop
 strings, messages) are passed on, so each rule lives in one place and its message names the
 OpenAI field (see `openai_field`).
+
+trtllm-serve's request models are the precedent for the extensions and rules kept here
+(NVIDIA/TensorRT-LLM tensorrt_llm/serve/openai_protocol.py, commit 0076e93): unknown fields
+refused (`extra="forbid"`), `top_k` and `min_tokens` beside OpenAI's fields,
+`stream_options.continuous_usage_stats`, and stream_options only with `stream: true`.
 """
 from __future__ import annotations
 
