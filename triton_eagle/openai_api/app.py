@@ -2,8 +2,9 @@
 
 A request is refused (OpenAI error JSON) before anything is streamed: the first ensemble
 response is awaited before the 200, so the ensemble's validation errors are real 400s. A
-client that goes away aborts its engine request: while we wait, a watcher on the ASGI
-receive channel sees the disconnect; while streaming, the next send fails.
+client that goes away aborts its engine request at once: every wait for the ensemble races a
+watcher on the ASGI receive channel, which sees the disconnect (uvicorn's ASGI 2.4 leaves a
+streaming response to find it only at its next write).
 """
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
             raise ensemble_error(err) from None
         except ClientGone:
             return Response(status_code=499)   # nobody reads it; the engine request is aborted
-        return StreamingResponse(_stream(steps, first, completion, parsed), media_type="text/event-stream",
+        return StreamingResponse(_stream(request, steps, first, completion, parsed), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     return app
@@ -164,7 +165,8 @@ async def _collect(steps: AsyncIterator[Step], completion: Completion) -> dict:
     return completion.body()
 
 
-async def _stream(steps: AsyncIterator[Step], first: Step, completion: Completion, parsed) -> AsyncIterator[bytes]:
+async def _stream(request: Request, steps: AsyncIterator[Step], first: Step, completion: Completion,
+                  parsed) -> AsyncIterator[bytes]:
     with_usage = True if parsed.continuous_usage else (False if parsed.include_usage else None)
     try:
         role = completion.role_chunk(with_usage)
@@ -178,11 +180,13 @@ async def _stream(steps: AsyncIterator[Step], first: Step, completion: Completio
                 yield chunk
             if step.finish_reason:
                 break
-            step = await anext(steps)
+            step = await unless_disconnected(request, anext(steps))
         for chunk in completion.final_chunks(parsed.include_usage, parsed.continuous_usage):
             yield chunk
     except EnsembleError as err:   # after the 200: the error is an event, then the stream ends
         for chunk in error_event(ensemble_error(err).body()):
             yield chunk
+    except ClientGone:
+        pass
     finally:
         await steps.aclose()   # a client gone mid-stream lands here: the engine request is aborted

@@ -97,7 +97,10 @@ class _Common(BaseModel):
 
     def _sampling_fields(self) -> dict[str, Any]:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
-        fields = {"max_tokens": self.max_tokens, "stream": self.stream, "temperature": self.temperature,
+        # the ensemble always streams: a non-streamed ensemble request sends nothing until its end, so
+        # postprocessing could not see a client's cancellation (the engine model, under an ensemble,
+        # never sees it in Triton 2.51); a non-streamed OpenAI answer is the deltas joined
+        fields = {"max_tokens": self.max_tokens, "stream": True, "temperature": self.temperature,
                   "top_p": self.top_p, "top_k": self.top_k, "seed": self.seed, "min_tokens": self.min_tokens,
                   "stop": stop or None, "presence_penalty": self.presence_penalty,
                   "frequency_penalty": self.frequency_penalty}
@@ -116,7 +119,7 @@ class ChatCompletionRequest(_Common):
     # each message's role and content (a string or text parts) are the ensemble's to check
     messages: list[Any]
     max_completion_tokens: int | None = None
-    reasoning_effort: Literal["low", "medium", "high"] | None = None   # Harmony only (the ensemble says)
+    reasoning_effort: str | None = None   # low | medium | high, Harmony only: the ensemble judges it
     logprobs: Literal[False] | None = None
     top_logprobs: None = None
 
