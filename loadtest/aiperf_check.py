@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -90,33 +91,44 @@ def run_locust(api: OpenAIServer, prompts: Path, args, out: Path) -> dict:
             "user_tokens_per_s_p50": report["user_tokens_per_s"]["p50"], "duration_s": report["duration_s"]}
 
 
-def measured(api: OpenAIServer, metrics_url: str, run) -> dict:
-    """One tool's figures plus the server's token counter over the same run."""
-    before = server_counter(metrics_url)
+def measured(metrics_url: str, run) -> dict:
+    """One tool's figures, plus the server's token counter and the tool's CPU time over its run."""
+    before, cpu_before = server_counter(metrics_url), _children_cpu_s()
+    started = time.monotonic()
     figures = run()
+    wall_s = time.monotonic() - started
     figures["server_output_tokens"] = server_counter(metrics_url) - before
     figures["tool_over_server_tokens"] = round(figures["output_tokens"] / figures["server_output_tokens"], 4)
+    # the tool's own processes (waited for, so counted), over the whole command
+    figures["tool_cpu_s"] = round(_children_cpu_s() - cpu_before, 1)
+    figures["wall_s"] = round(wall_s, 1)
     return figures
 
 
-def markdown(results: dict, args) -> str:
-    rows = [("output tokens", "output_tokens", "{:.0f}"), ("server's output-token counter", "server_output_tokens", "{:.0f}"),
-            ("tool / server tokens", "tool_over_server_tokens", "{:.4f}"),
-            ("output tokens/s", "output_tokens_per_s", "{:.2f}"), ("TTFT p50 (ms)", "ttft_p50_s", "ms"),
-            ("ITL p50 (ms)", "itl_p50_s", "ms"), ("per-user tokens/s p50", "user_tokens_per_s_p50", "{:.2f}"),
-            ("duration (s)", "duration_s", "{:.1f}"), ("requests", "requests", "{:.0f}")]
-    lines = [f"{args.requests} requests, {args.users} concurrent, max_tokens {args.max_tokens}, each tool on CPU {args.cpu}",
-             "", "| | aiperf 0.13.0 | Locust | Locust / aiperf |", "|---|---|---|---|"]
-    for label, key, fmt in rows:
-        a, b = results["aiperf"].get(key), results["locust"].get(key)
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-        def show(v):
-            if v is None:
-                return "–"
-            return f"{v * 1000:.0f}" if fmt == "ms" else fmt.format(v)
 
-        ratio = f"{b / a:.3f}" if a and b and key not in ("tool_over_server_tokens",) else ""
-        lines.append(f"| {label} | {show(a)} | {show(b)} | {ratio} |")
+ROWS = [("output tokens", "output_tokens", "{:.0f}"), ("server's output-token counter", "server_output_tokens", "{:.0f}"),
+        ("tool / server tokens", "tool_over_server_tokens", "{:.4f}"),
+        ("output tokens/s", "output_tokens_per_s", "{:.2f}"), ("TTFT p50 (ms)", "ttft_p50_s", "ms"),
+        ("ITL p50 (ms)", "itl_p50_s", "ms"), ("per-user tokens/s p50", "user_tokens_per_s_p50", "{:.2f}"),
+        ("duration (s)", "duration_s", "{:.1f}"), ("tool CPU time (s)", "tool_cpu_s", "{:.1f}"),
+        ("requests", "requests", "{:.0f}")]
+
+
+def markdown(runs: list[tuple[str, dict]], args) -> str:
+    """One column per run, in the order they ran."""
+    lines = [f"{args.requests} requests, {args.users} concurrent, max_tokens {args.max_tokens}, "
+             f"each tool pinned to CPU {args.cpu}", "",
+             "| | " + " | ".join(name for name, _ in runs) + " |", "|---|" + "---|" * len(runs)]
+    for label, key, fmt in ROWS:
+        cells = []
+        for _, figures in runs:
+            value = figures.get(key)
+            cells.append("–" if value is None else f"{value * 1000:.0f}" if fmt == "ms" else fmt.format(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -130,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=24, help="requests per tool (default 24)")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--cpu", type=int, default=1, help="the CPU both tools are pinned to (default 1)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="tool pairs, alternating who goes first (aiperf, locust, locust, aiperf, ...)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "aiperf-check")
     args = parser.parse_args(argv)
     if not Path(args.aiperf).is_file():
@@ -140,11 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     with TritonServer(args.model_repository, http_port=http, grpc_port=grpc, metrics_port=metrics) as server, \
             OpenAIServer(server.grpc_url, openai_port, metrics_url=server.metrics_url) as api:
         warm_up(api)
-        results = {"aiperf": measured(api, server.metrics_url,
-                                      lambda: run_aiperf(args.aiperf, api, prompts, args.tokenizer, args, args.out / "aiperf")),
-                   "locust": measured(api, server.metrics_url, lambda: run_locust(api, prompts, args, args.out / "locust"))}
+        tools = {"aiperf": lambda out: run_aiperf(args.aiperf, api, prompts, args.tokenizer, args, out),
+                 "locust": lambda out: run_locust(api, prompts, args, out)}
+        runs = []
+        for round_number in range(1, args.rounds + 1):
+            order = ["aiperf", "locust"] if round_number % 2 else ["locust", "aiperf"]
+            for tool in order:
+                name = f"{tool} #{round_number}"
+                runs.append((name, measured(server.metrics_url,
+                                            lambda: tools[tool](args.out / f"{tool}-{round_number}"))))
+    results = dict(runs)
     (args.out / "crosscheck.json").write_text(json.dumps(results, indent=2))
-    table = markdown(results, args)
+    table = markdown(runs, args)
     (args.out / "crosscheck.md").write_text(table)
     print(table)
     return 0
