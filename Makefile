@@ -7,7 +7,7 @@ HOST_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: setup serve test bench train-draft train-draft-gpu eval-acceptance loadtest clean-models
+.PHONY: setup serve test bench train-draft train-draft-gpu eval-acceptance loadtest aiperf clean-models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,15 @@ eval-acceptance: setup
 loadtest: setup
 	$(BIN)/triton-eagle loadtest sweep --users 1 2 4 8 --duration 30 --max-tokens 32 \
 		--model-repository model_repository --baseline-draft-off --out build/loadtest/sweep
+
+# NVIDIA's aiperf beside Locust against the OpenAI-compatible server (same prompts, concurrency and
+# request count, each pinned to CPU 1), both checked against the server's token counter. aiperf has
+# many dependencies, so it gets its own venv. Table: build/aiperf-check/crosscheck.md
+AIPERF_VENV := .venv-aiperf
+$(AIPERF_VENV)/bin/aiperf:
+	$(PYTHON) -m venv $(AIPERF_VENV)
+	$(AIPERF_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIPERF_VENV)/bin/pip install --quiet aiperf==0.13.0
+
+aiperf: setup $(AIPERF_VENV)/bin/aiperf
+	$(BIN)/python -m loadtest.aiperf_check --aiperf $(AIPERF_VENV)/bin/aiperf --out build/aiperf-check

@@ -21,13 +21,15 @@ BUILD_DIR = Path(__file__).resolve().parents[1] / "build" / "loadtest"
 def _shared_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds per run (default 60)")
     parser.add_argument("--protocol", choices=sorted(USER_CLASSES), default="grpc",
-                        help="grpc: tritonclient.grpc streaming; http: generate_stream (SSE)")
+                        help="grpc: tritonclient.grpc streaming; http: generate_stream (SSE); "
+                             "openai: streamed chat completions through the OpenAI-compatible server")
     parser.add_argument("--workload", default="mt-bench",
                         help="mt-bench (80 questions, 8 categories), synthetic (fixed lengths), or a JSONL file")
     parser.add_argument("--out", type=Path, required=True, help="folder for samples, report and plots")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--openai-port", type=int, default=9000)
     parser.add_argument("--max-tokens", type=int, default=128, help="mt-bench / JSONL max_tokens (default 128)")
     parser.add_argument("--input-tokens", type=int, default=128, help="synthetic: words (≈ tokens) per prompt")
     parser.add_argument("--output-tokens", type=int, default=128, help="synthetic: tokens per answer (forced)")
@@ -42,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--users", type=int, default=8, help="concurrent users, one stream each (default 8)")
     _shared_arguments(run)
     run.add_argument("--spawn-rate", type=float, help="users started per second (default: all at once)")
+    run.add_argument("--requests", type=int, default=0,
+                     help="stop after this many requests in all (--duration still bounds the run; local runs)")
     run.add_argument("--workers", type=int, default=0,
                      help="distributed mode: a Locust master and this many workers on loopback")
     run.add_argument("--csv", help="Locust's own CSV statistics (file prefix)")
@@ -73,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _options(args, users: int) -> RunOptions:
     return RunOptions(users=users, duration_s=args.duration, out=args.out, protocol=args.protocol,
                       workload=args.workload, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+                      openai_port=args.openai_port,
                       max_tokens=args.max_tokens, input_tokens=args.input_tokens, output_tokens=args.output_tokens,
                       request_timeout_s=args.request_timeout)
 
@@ -101,6 +106,7 @@ def _run(args) -> int:
     locust_args = args.locust_args[1:] if args.locust_args[:1] == ["--"] else args.locust_args
     options = _options(args, args.users)
     options.spawn_rate, options.workers, options.web = args.spawn_rate, args.workers, args.web
+    options.requests = args.requests
     options.csv, options.html, options.locust_args = args.csv, args.html, locust_args
     code = run_locust(options)
     _print_summary(read_report(args.out), args.out)

@@ -1,4 +1,5 @@
-"""Locust users for the `ensemble`: gRPC streaming and HTTP generate_stream.
+"""Locust users for the `ensemble`: gRPC streaming, HTTP generate_stream, and streamed chat
+completions through the OpenAI-compatible server.
 
     locust -f loadtest/locustfile.py --headless -u 8 -r 8 -t 60s GrpcStreamUser \\
         --host http://127.0.0.1:8000 --grpc-port 8001 --workload mt-bench --out results/
@@ -23,10 +24,12 @@ import os  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Iterator  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 import gevent  # noqa: E402
 from locust import User, events, task  # noqa: E402
+from locust.exception import StopUser  # noqa: E402
 from locust.contrib.fasthttp import FastHttpUser  # noqa: E402
 from locust.runners import STATE_CLEANUP, STATE_STOPPED, MasterRunner, WorkerRunner  # noqa: E402
 
@@ -34,7 +37,7 @@ from loadtest.metrics import request_metrics  # noqa: E402
 from loadtest.report import SAMPLES_FILE, write_report  # noqa: E402
 from loadtest.samples import (CUT_AT_END, ERROR_MID_STREAM, FAILED, OK, SERVER_ERROR, TIMEOUT,  # noqa: E402
                               RequestSample, SampleLog, process_name)
-from loadtest.streams import MODEL, grpc_stream, http_stream  # noqa: E402
+from loadtest.streams import MODEL, grpc_stream, http_stream, openai_stream  # noqa: E402
 from loadtest.workloads import Workload, load_workload  # noqa: E402
 
 DEFAULT_HOST = "http://127.0.0.1:8000"
@@ -59,10 +62,15 @@ def _add_arguments(parser) -> None:
     group.add_argument("--output-tokens", type=int, default=128,
                        help="synthetic: tokens out (min_tokens = max_tokens)")
     group.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on --host's host name")
+    group.add_argument("--openai-port", type=int, default=9000,
+                       help="the OpenAI-compatible server's port on --host's host name")
     group.add_argument("--request-timeout", type=float, default=300.0,
                        help="seconds until a request without its final response counts as a timeout")
     group.add_argument("--failure-backoff", type=float, default=0.5,
                        help="seconds a user waits after a failed request (a down server is not hammered)")
+    group.add_argument("--requests", type=int, default=0,
+                       help="stop after this many requests in all, the workload's prompts in order "
+                            "(local runs; 0 = until --run-time)")
     group.add_argument("--out", default="loadtest-results", help="folder for samples and the report")
 
 
@@ -75,6 +83,10 @@ def _add_arguments(parser) -> None:
 _log: SampleLog | None = None
 _workloads: dict[tuple, Workload] = {}
 _user_numbers = itertools.count()
+_requests_started = itertools.count()
+_shared_prompts: dict[tuple, Iterator] = {}
+_requests_running = 0
+_quitting = False
 _workers_done: set[str] = set()
 WORKER_STOP_GRACE_S = 30.0
 
@@ -172,9 +184,10 @@ def run_config(environment) -> dict:
         "users": options.num_users, "spawn_rate": options.spawn_rate,
         "run_time": f"{options.run_time}s" if options.run_time else None,
         "host": environment.host or DEFAULT_HOST, "grpc_port": options.grpc_port,
+        "openai_port": options.openai_port,
         "workload": options.workload, "max_tokens": options.max_tokens,
         "input_tokens": options.input_tokens, "output_tokens": options.output_tokens,
-        "request_timeout_s": options.request_timeout,
+        "request_timeout_s": options.request_timeout, "requests": options.requests,
         "user_classes": sorted(c.__name__ for c in environment.user_classes),
         "workers": options.expect_workers if isinstance(environment.runner, MasterRunner) else 0,
     }
@@ -182,7 +195,7 @@ def run_config(environment) -> dict:
 
 def _record(environment, sample: RequestSample) -> None:
     metrics = request_metrics(sample)
-    request_type = {"grpc": "gRPC", "http": "HTTP"}[sample.protocol]
+    request_type = {"grpc": "gRPC", "http": "HTTP", "openai": "OpenAI"}[sample.protocol]
     # Locust's own statistics (and --csv/--html) get the stream's E2E and TTFT, not time-to-headers
     if sample.outcome == OK:
         environment.events.request.fire(request_type=request_type, name="generate_stream",
@@ -224,13 +237,33 @@ class StreamingUser(User):
         # users and workers start at different prompts, so they do not ask in lockstep
         worker_index = getattr(self.environment.runner, "worker_index", 0) or 0
         self._prompts = _workloads[key].cycle(offset=next(_user_numbers) + 11 * worker_index)
+        if options.requests:   # a counted run sends the file's prompts in order, once each (aiperf's sequential)
+            self._prompts = _shared_prompts.setdefault(key, _workloads[key].cycle())
 
     def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
         raise NotImplementedError
 
+    def _stop_at_request_limit(self) -> None:
+        """--requests N: the user that finds the limit reached stops; the last one ends the run."""
+        global _quitting
+        if _requests_running == 0 and not _quitting:
+            _quitting = True
+            gevent.spawn(self.environment.runner.quit)   # not from this greenlet: quit kills the users
+        raise StopUser
+
     @task
     def generate(self) -> None:
+        global _requests_running
         options = _options(self.environment)
+        if options.requests and next(_requests_started) >= options.requests:
+            self._stop_at_request_limit()
+        _requests_running += 1
+        try:
+            self._generate(options)
+        finally:
+            _requests_running -= 1
+
+    def _generate(self, options) -> None:
         prompt = next(self._prompts)
         sample = RequestSample(self.protocol, prompt.category, prompt.prompt_id, time.time(), process=PROCESS)
         started = time.perf_counter()
@@ -303,3 +336,37 @@ class HttpStreamUser(StreamingUser, FastHttpUser):
 
     def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
         http_stream(self._http, self._uri, fields, sample, started)
+
+
+class OpenAIStreamUser(StreamingUser, FastHttpUser):
+    """Streamed /v1/chat/completions through the OpenAI-compatible server (its own port)."""
+
+    protocol = "openai"
+    host = DEFAULT_HOST
+
+    def __init__(self, environment):
+        self.network_timeout = environment.parsed_options.request_timeout + 10
+        super().__init__(environment)
+
+    def on_start(self) -> None:
+        super().on_start()
+        from geventhttpclient.url import URL
+
+        base = f"http://{_host_name(self.environment)}:{_options(self.environment).openai_port}/v1"
+        url = URL(f"{base}/chat/completions")
+        self._http = self.client.client.clientpool.get_client(url)
+        self._uri = getattr(url, "quoted_uri", url.request_uri)
+        self._model = self._served_model(base)
+
+    def _served_model(self, base: str) -> str:
+        """The `model` to name: what the server lists (a client that lists models first, as many do)."""
+        response = self.client.get(f"{base}/models", name="/v1/models")
+        try:
+            return response.json()["data"][0]["id"]
+        except Exception:   # server down or not ours: the requests fail and say why
+            return "ensemble"
+
+    def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
+        from triton_eagle.openai_api.schema import chat_body
+
+        openai_stream(self._http, self._uri, chat_body(fields, self._model), sample, started)

@@ -13,7 +13,7 @@ from pathlib import Path
 from loadtest.report import REPORT_JSON
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-USER_CLASSES = {"grpc": "GrpcStreamUser", "http": "HttpStreamUser"}
+USER_CLASSES = {"grpc": "GrpcStreamUser", "http": "HttpStreamUser", "openai": "OpenAIStreamUser"}
 WORKER_EXIT_GRACE_S = 30.0
 
 
@@ -27,10 +27,12 @@ class RunOptions:
     host: str = "127.0.0.1"
     grpc_port: int = 8001
     http_port: int = 8000
+    openai_port: int = 9000
     max_tokens: int = 128
     input_tokens: int = 128
     output_tokens: int = 128
     request_timeout_s: float = 300.0
+    requests: int = 0                    # stop after this many requests (0 = after duration_s)
     spawn_rate: float | None = None      # users started per second; None = all at once
     workers: int = 0                     # 0 = one local process; N = a master and N workers
     web: bool = False                    # Locust's web UI instead of --headless
@@ -61,10 +63,13 @@ def master_command(options: RunOptions, master_port: int | None = None) -> list[
         "-u", str(options.users), "-r", f"{options.spawn_rate or options.users:g}",
         "-t", f"{max(1, round(options.duration_s))}s",
         "--host", f"http://{options.host}:{options.http_port}", "--grpc-port", str(options.grpc_port),
+        "--openai-port", str(options.openai_port),
         "--workload", options.workload, "--max-tokens", str(options.max_tokens),
         "--input-tokens", str(options.input_tokens), "--output-tokens", str(options.output_tokens),
         "--request-timeout", f"{options.request_timeout_s:g}", "--out", str(options.out),
     ]
+    if options.requests:
+        command += ["--requests", str(options.requests)]
     if options.workers:
         command += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
                     "--expect-workers", str(options.workers)]

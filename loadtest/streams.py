@@ -170,3 +170,74 @@ def http_stream(http_client, request_uri: str, fields: dict, sample: RequestSamp
     finally:
         if not finished:
             _drop_connection(response)
+
+
+# -- the OpenAI-compatible API (chat completions, server-sent events) ---------------------
+
+def _usage_stats(usage: dict | None) -> dict:
+    """The server's cumulative usage (stream_options.continuous_usage_stats) in STAT_OUTPUTS names."""
+    if not usage:
+        return {}
+    spec = usage.get("speculative_decoding") or {}
+    return {"num_input_tokens": usage.get("prompt_tokens", 0), "num_output_tokens": usage.get("completion_tokens", 0),
+            "total_draft_tokens": spec.get("draft_tokens", 0),
+            "total_accepted_draft_tokens": spec.get("accepted_draft_tokens", 0),
+            "acceptance_length": spec.get("acceptance_length", 0.0)}
+
+
+def openai_stream(http_client, request_uri: str, body: dict, sample: RequestSample, started: float) -> None:
+    """One streamed /v1/chat/completions request, read like http_stream: each chunk timed as its
+    line arrives, its tokens from the cumulative usage the server sends on every chunk."""
+    body = {**body, "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    try:
+        response = http_client.request("POST", request_uri, body=json.dumps(body).encode(),
+                                       headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
+    except CONNECTION_ERRORS as err:
+        sample.fail(SERVER_DOWN, f"{type(err).__name__}: {err}", time.perf_counter() - started)
+        return
+    finished = False
+    try:
+        if response.status_code != 200:
+            error_body = response.read().decode("utf-8", "replace")
+            sample.fail(SERVER_ERROR, f"HTTP {response.status_code}: {error_body[:500]}", time.perf_counter() - started)
+            finished = True
+            return
+        while True:
+            try:
+                line = response.readline(b"\n")
+            except CONNECTION_ERRORS as err:
+                sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_DOWN,
+                            f"{type(err).__name__}: {err}", time.perf_counter() - started)
+                return
+            at_s = time.perf_counter() - started
+            if not line:
+                finished = True
+                if not sample.finish_reason:
+                    sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR,
+                                "the stream ended without a finish_reason", at_s)
+                return
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[len(b"data:"):].strip()
+            if data == b"[DONE]":
+                continue   # the body's end follows
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                sample.fail(ERROR_MID_STREAM, f"not a JSON event: {line[:200]!r}", at_s)
+                return
+            if "error" in chunk:
+                sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR, str(chunk["error"]), at_s)
+                return
+            if not chunk.get("choices"):
+                continue   # the usage-only chunk repeats the last totals
+            choice = chunk["choices"][0]
+            delta = choice.get("delta") or {}
+            text = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+            _record_response(sample, at_s, text, _usage_stats(chunk.get("usage")))
+            if choice.get("finish_reason") and not sample.finish_reason:
+                sample.finish_reason, sample.end_s = choice["finish_reason"], at_s
+    finally:
+        if not finished:
+            _drop_connection(response)

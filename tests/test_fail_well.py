@@ -121,6 +121,30 @@ def test_a_request_beyond_the_queue_is_refused_at_once_as_busy_and_the_admitted_
     assert wait_for(lambda: metric(server, "triton_eagle_queue_depth") == 0)
 
 
+def test_the_openai_api_answers_a_full_server_with_503_busy_and_retry_after(server):
+    import openai
+
+    from triton_eagle.openai_api.process import OpenAIServer
+    from triton_eagle.tritonserver import free_port
+
+    admitted = [open_stream(server, engine_inputs(24)) for _ in range(MAX_BATCH_SIZE + MAX_QUEUE_SIZE)]
+    try:
+        with OpenAIServer(server.grpc_url, free_port()) as api, \
+                openai.OpenAI(base_url=api.base_url, api_key="unused", max_retries=0) as client:
+            assert wait_for(lambda: metric(server, "triton_eagle_active_requests") == MAX_BATCH_SIZE + MAX_QUEUE_SIZE)
+            with pytest.raises(openai.APIStatusError) as raised:
+                client.chat.completions.create(model="ensemble", max_tokens=4,
+                                               messages=[{"role": "user", "content": "Hi"}])
+            assert raised.value.status_code == 503
+            assert raised.value.response.headers.get("retry-after") == "1"
+            assert BUSY_PREFIX in raised.value.message
+        for stream in admitted:
+            assert len(tokens_of(ok(stream.until_final()))) == 24
+    finally:
+        for stream in admitted:
+            stream.close()
+
+
 def test_one_failing_request_ends_with_an_error_and_the_others_complete_with_the_same_text(server):
     alone = open_stream(server, engine_inputs(16))
     try:

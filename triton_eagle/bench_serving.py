@@ -7,7 +7,8 @@ engine in-process, same prompts and lengths, one run.
 (python_backend/simulated/), behind a real tritonserver. Per concurrency: the tokens/s the simulated
 engine demands, what clients receive through each client path (ensemble; the tensorrt_llm model
 direct), responses/s, TTFT and inter-response gaps, and CPU time per response in each model's process,
-in tritonserver and in this client. A client path is one async function in CLIENT_PATHS.
+in tritonserver and in this client. A client path is one async function in CLIENT_PATHS; the
+OpenAI-compatible server in front of the ensemble is measured beside them (openai_api/bench.py).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from python_backend.config import load_engine_config
 from python_backend.protocol import SamplingParams
 from triton_eagle.client import Generation, request_fields, stream_generate
 from triton_eagle.process_cpu import server_processes, snapshot
+from triton_eagle.openai_api.bench import openai_tokens_per_s
 from triton_eagle.prompts import MTBENCH_CATEGORIES, mtbench_questions
 from triton_eagle.tritonserver import TritonServer, free_ports
 
@@ -242,6 +244,7 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
             generations, elapsed = asyncio.run(
                 ensemble_path(server.grpc_url, Work(texts_by_level[level], [], max_tokens), level))
             ensemble[level] = sum(int(g.stats.get("num_output_tokens", 0)) for g in generations) / elapsed
+        openai = openai_tokens_per_s(server, texts_by_level, max_tokens)
 
     # the server is stopped: the in-process engine gets the machine to itself, as the server had
     engine = ReferenceEngine.from_config(config)
@@ -254,6 +257,8 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
                 "requests": len(prompts),
                 "ensemble_tokens_per_s": round(ensemble[level], 2),
                 "direct_tokens_per_s": round(direct, 2),
+                "openai_tokens_per_s": round(openai[level], 2),
+                "openai_over_direct": round(openai[level] / direct, 3),
                 "ensemble_over_direct": round(ensemble[level] / direct, 3),
             }
     finally:
@@ -291,5 +296,6 @@ def run(args) -> int:
     else:
         for level, row in report["concurrency"].items():
             print(f"concurrency {level:>3}: ensemble {row['ensemble_tokens_per_s']:8.1f} tok/s   "
+                  f"openai {row['openai_tokens_per_s']:8.1f} tok/s   "
                   f"in-process {row['direct_tokens_per_s']:8.1f} tok/s   ratio {row['ensemble_over_direct']}")
     return 0

@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "assets": "triton_eagle.assets",
     "serve": "triton_eagle.serve",
+    "openai": "triton_eagle.openai_api.command",
     "generate": "triton_eagle.generate",
     "repo": "triton_eagle.repo",
     "bench-engine": "triton_eagle.bench_engine",

@@ -50,6 +50,17 @@ while True:
 client.stop_stream()
 print()"""
 
+OPENAI_EXAMPLE = """\
+from openai import OpenAI  # pip install openai
+
+client = OpenAI(base_url="http://{host}:{openai_port}/v1", api_key="unused")
+stream = client.chat.completions.create(
+    model="ensemble", messages=[{{"role": "user", "content": "What is speculative decoding?"}}],
+    max_tokens=64, stream=True)
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=REPO_ROOT / "model_repository",
@@ -61,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drain-timeout", type=float, default=30.0, metavar="SECONDS",
                         help="on SIGTERM/Ctrl-C: how long running requests may finish (new ones are refused "
                              "as busy); the rest then end with a final response that says why")
+    parser.add_argument("--openai-port", type=int, default=9000,
+                        help="the OpenAI-compatible API beside tritonserver (default 9000)")
+    parser.add_argument("--no-openai", action="store_true", help="do not start the OpenAI-compatible API")
     parser.add_argument("--exit-timeout", type=int, default=5, metavar="SECONDS",
                         help="after the drain, how long the stop waits for the server (then it is killed)")
     parser.add_argument("--ready-timeout", type=float, default=300.0, metavar="SECONDS",
@@ -86,6 +100,18 @@ def _demo(grpc_url: str) -> None:
     print(flush=True)
 
 
+def _start_openai(args: argparse.Namespace, server: TritonServer):
+    """The OpenAI server in its own process, in front of this tritonserver; None if it failed."""
+    from triton_eagle.openai_api.process import OpenAIServer, OpenAIServerError
+
+    openai_server = OpenAIServer(server.grpc_url, args.openai_port, host=args.host, metrics_url=server.metrics_url)
+    try:
+        return openai_server.start()
+    except OpenAIServerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     server = TritonServer(
         args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
@@ -102,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     # installed before start, so a Ctrl-C during model loading still stops the server
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    openai_server = None
     try:
         print(f"starting tritonserver on {args.host} (log: {server.log_path}) ...", flush=True)
         try:
@@ -112,13 +139,21 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("interrupted while loading; server stopped", file=sys.stderr)
             return 130
+        if not args.no_openai:
+            openai_server = _start_openai(args, server)
+            if openai_server is None:
+                return 1
         ready.set()
-        ports = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port}
+        ports = {"host": args.host, "http_port": args.http_port, "grpc_port": args.grpc_port,
+                 "openai_port": args.openai_port}
         print(f"ready: HTTP {server.http_url}, gRPC {server.grpc_url}, metrics {server.metrics_url}\n")
         print("# stream over HTTP (server-sent events):")
         print(CURL_EXAMPLE.format(**ports) + "\n")
         print("# stream over gRPC with tritonclient:")
         print(GRPC_EXAMPLE.format(**ports) + "\n")
+        if openai_server is not None:
+            print(f"# the OpenAI-compatible API ({openai_server.base_url}) with the openai client:")
+            print(OPENAI_EXAMPLE.format(**ports) + "\n")
         if args.demo:
             _demo(server.grpc_url)
         print("Ctrl-C stops the server.", flush=True)
@@ -133,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
               f"then at most {args.exit_timeout} s more ...", flush=True)
         return 0
     finally:
-        server.stop()
+        server.stop()   # drains first: OpenAI streams in flight finish through the API process
+        if openai_server is not None:
+            openai_server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,0 +1,201 @@
+"""The FastAPI app: /v1/models, /v1/chat/completions, /v1/completions, /health, /metrics.
+
+A request is refused (OpenAI error JSON) before anything is streamed: the first ensemble
+response is awaited before the 200, so the ensemble's validation errors are real 400s. A
+client that goes away aborts its engine request at once: every wait for the ensemble races a
+watcher on the ASGI receive channel, which sees the disconnect (uvicorn's ASGI 2.4 leaves a
+streaming response to find it only at its next write).
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from python_backend.admission import BUSY_PREFIX, ENGINE_FAILED_PREFIX
+from triton_eagle.openai_api.ensemble import Ensemble, EnsembleError, Step
+from triton_eagle.openai_api.errors import APIError
+from triton_eagle.openai_api.responses import Completion, error_event
+from triton_eagle.openai_api.schema import (ChatCompletionRequest, CompletionRequest, ensemble_inputs,
+                                            openai_field, parse_request)
+
+
+@dataclass(frozen=True)
+class Settings:
+    triton_url: str                    # gRPC host:port of a tritonserver serving our ensemble
+    served_model_name: str = "ensemble"
+    api_key: str | None = None         # Bearer token required on /v1/* when set
+    metrics_url: str | None = None     # Triton's Prometheus endpoint, where /metrics points
+
+
+BUSY_RETRY_AFTER_S = 1   # a full queue drains in seconds at any real token rate
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before the answer began."""
+
+
+def ensemble_error(err: EnsembleError) -> APIError:
+    """Triton unreachable, full, draining or failed -> 503 (busy: with Retry-After, so a client or
+    load balancer retries elsewhere or later); the ensemble's own refusal (it names the input) -> 400."""
+    if err.unavailable:
+        return APIError(503, f"Triton is not reachable: {err}", code="triton_unavailable")
+    message = str(err)
+    if BUSY_PREFIX in message:
+        return APIError(503, message, code="server_busy", retry_after_s=BUSY_RETRY_AFTER_S)
+    if ENGINE_FAILED_PREFIX in message:
+        return APIError(503, message, code="engine_failed")
+    if "internal error" in message:
+        return APIError(500, message, code="internal_error")
+    message, param = openai_field(message)
+    return APIError(400, message, param=param)
+
+
+async def _until_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, awaitable):
+    """`awaitable`'s result; cancelled (its stream with it) if the client disconnects first."""
+    work = asyncio.ensure_future(awaitable)
+    watcher = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not work.done():
+            work.cancel()
+    if work.cancelled():
+        raise ClientGone
+    return work.result()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.ensemble = Ensemble(settings.triton_url)
+        try:
+            yield
+        finally:
+            await app.state.ensemble.close()
+
+    app = FastAPI(title="triton-eagle OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    started = int(time.time())
+
+    @app.exception_handler(APIError)
+    async def _api_error(_request, err: APIError):
+        return err.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, err: StarletteHTTPException):
+        return APIError(err.status_code, str(err.detail)).response()
+
+    @app.middleware("http")
+    async def _bearer_key(request: Request, call_next):
+        if settings.api_key and request.url.path.startswith("/v1/"):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), settings.api_key):
+                return APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                code="invalid_api_key").response()
+        return await call_next(request)
+
+    def model_card() -> dict:
+        return {"id": settings.served_model_name, "object": "model", "created": started, "owned_by": "triton-eagle"}
+
+    @app.get("/v1/models")
+    async def list_models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str):
+        check_model(model_id)
+        return model_card()
+
+    def check_model(name: str) -> None:
+        if name != settings.served_model_name:
+            raise APIError(404, f"model {name!r} does not exist; this server serves {settings.served_model_name!r}",
+                           param="model", code="model_not_found")
+
+    @app.get("/health")
+    async def health():
+        if await app.state.ensemble.ready():
+            return Response(status_code=200)
+        raise APIError(503, f"the ensemble at {settings.triton_url} is not ready", code="triton_not_ready")
+
+    @app.get("/metrics")
+    async def metrics():
+        if settings.metrics_url is None:
+            raise APIError(404, "no Triton metrics URL given (--metrics-url); Triton serves them on its metrics port")
+        return RedirectResponse(settings.metrics_url, status_code=307)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await complete(request, ChatCompletionRequest, chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await complete(request, CompletionRequest, chat=False)
+
+    async def complete(request: Request, schema, chat: bool):
+        try:
+            body = json.loads(await request.body())
+        except ValueError as err:
+            raise APIError(400, f"the request body is not valid JSON: {err}") from None
+        parsed = parse_request(schema, body)
+        check_model(parsed.model)
+        steps = app.state.ensemble.steps(ensemble_inputs(parsed.ensemble_fields()))
+        completion = Completion(settings.served_model_name, chat)
+        try:
+            if not parsed.stream:
+                return JSONResponse(await unless_disconnected(request, _collect(steps, completion)))
+            first = await unless_disconnected(request, anext(steps))
+        except EnsembleError as err:
+            raise ensemble_error(err) from None
+        except ClientGone:
+            return Response(status_code=499)   # nobody reads it; the engine request is aborted
+        return StreamingResponse(_stream(request, steps, first, completion, parsed), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+async def _collect(steps: AsyncIterator[Step], completion: Completion) -> dict:
+    async for step in steps:
+        completion.add(step)
+    return completion.body()
+
+
+async def _stream(request: Request, steps: AsyncIterator[Step], first: Step, completion: Completion,
+                  parsed) -> AsyncIterator[bytes]:
+    with_usage = True if parsed.continuous_usage else (False if parsed.include_usage else None)
+    try:
+        role = completion.role_chunk(with_usage)
+        if role is not None:
+            yield role
+        step = first
+        while True:
+            completion.add(step)
+            chunk = completion.delta_chunk(step, with_usage)
+            if chunk is not None:
+                yield chunk
+            if step.finish_reason:
+                break
+            step = await unless_disconnected(request, anext(steps))
+        for chunk in completion.final_chunks(parsed.include_usage, parsed.continuous_usage):
+            yield chunk
+    except EnsembleError as err:   # after the 200: the error is an event, then the stream ends
+        for chunk in error_event(ensemble_error(err).body()):
+            yield chunk
+    except ClientGone:
+        pass
+    finally:
+        await steps.aclose()   # a client gone mid-stream lands here: the engine request is aborted
