@@ -15,6 +15,7 @@ COMMANDS = {
     "bench-serving": "triton_eagle.bench_serving",
     "train-draft": "triton_eagle.train_draft",
     "eval-acceptance": "triton_eagle.eval_acceptance",
+    "eval-quality": "triton_eagle.eval_quality",
     "loadtest": "loadtest.cli",
 }
 
