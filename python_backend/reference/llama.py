@@ -120,6 +120,9 @@ def causal_mask_bias(new_tokens: int, past_tokens: int) -> np.ndarray | None:
     return bias
 
 
+ROW_BY_ROW_MAX_TOKENS = 8    # verification passes (1 + draft length); prompts keep the batched path
+
+
 def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias: np.ndarray | None) -> np.ndarray:
     """Grouped-query attention of one sequence.
 
@@ -128,6 +131,13 @@ def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias:
     """
     new_tokens, num_heads, head_dim = queries.shape
     num_kv_heads, total_tokens = keys.shape[0], keys.shape[1]
+    if 1 < new_tokens <= ROW_BY_ROW_MAX_TOKENS:
+        # A verification row must equal the decode step it replaces bit for bit (greedy drafting
+        # stays lossless): the same 1-row matmuls over the same cache prefix. Quantized linear
+        # layers would turn a last-bit difference here into a different int8 activation.
+        past = total_tokens - new_tokens
+        return np.concatenate([attend(queries[row:row + 1], keys[:, :past + row + 1], values[:, :past + row + 1], None)
+                               for row in range(new_tokens)])
     group = num_heads // num_kv_heads
     # Query head h reads kv head h // group: fold the group into the rows of one matmul per kv head.
     if new_tokens == 1:
