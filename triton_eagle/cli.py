@@ -17,6 +17,7 @@ COMMANDS = {
     "train-draft": "triton_eagle.train_draft",
     "eval-acceptance": "triton_eagle.eval_acceptance",
     "soak": "triton_eagle.soak",
+    "eval-quality": "triton_eagle.eval_quality",
     "loadtest": "loadtest.cli",
 }
 

@@ -1,11 +1,13 @@
 """MT-Bench acceptance of the EAGLE-3 head and the speedup it buys, on the reference engine.
 
-The 80 MT-Bench first turns, greedy, draft length from the engine YAML (3), max_tokens 256.
+The 80 MT-Bench first turns, greedy, draft length and target weights (reference.weights) from
+the engine YAML (3, q4), max_tokens 256.
 Acceptance length per category = mean tokens per engine step = 1 + accepted drafts /
 drafting steps (the seeds' "acceptance rate"), pooled over the category's questions.
-Speedup = output tokens/s with drafting / without, one target model shared by both engines,
-run side by side at each concurrency: all 80 questions at the highest level (the acceptance
-table comes from that run), an interleaved subset at the lower levels. Greedy outputs with
+Speedup = output tokens/s with drafting (under the YAML's max_concurrency / draft_len_schedule)
+/ without, one target model shared by the engines, run side by side at each concurrency: all 80
+questions at the highest level, an interleaved subset at the lower levels. The acceptance table
+comes from one more run of all 80 at the highest level that drafts in every step. Greedy outputs with
 and without drafting must be identical.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 
 from python_backend.config import load_engine_config
 from python_backend.reference.engine import ReferenceEngine
-from triton_eagle.bench_engine import pooled_acceptance_length, run_requests
+from triton_eagle.bench_engine import engine_pair, pooled_acceptance_length, run_requests
 from triton_eagle.prompts import MTBENCH_CATEGORIES, mtbench_questions
 
 
@@ -35,17 +37,22 @@ async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_lev
     from ensemble.tokenizer import load_tokenizer
 
     config = load_engine_config(config_path)
-    draft_on = ReferenceEngine.from_config(config)
+    draft_on, draft_off = engine_pair(config)
     if draft_on.draft_len == 0:
+        draft_on.shutdown()
+        draft_off.shutdown()
         raise SystemExit(f"{config_path}: speculative decoding is off (max_draft_len 0); nothing to evaluate")
-    draft_off = ReferenceEngine(draft_on.target, None, draft_len=0, max_batch_size=config.max_batch_size,
-                                max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len)
+    # the head's acceptance is measured with drafting in every step, whatever the YAML's load policy
+    every_step = ReferenceEngine(draft_on.target, draft_on.decoder.draft, draft_len=draft_on.draft_len,
+                                 max_batch_size=config.max_batch_size, max_num_tokens=config.max_num_tokens,
+                                 max_seq_len=config.max_seq_len)
     tokenizer = load_tokenizer(config.tokenizer_dir)
     questions = mtbench_questions()
     by_category = {c: [q for q in questions if q.category == c] for c in MTBENCH_CATEGORIES}
     interleaved = [q for group in zip(*by_category.values()) for q in group]   # any prefix mixes categories
     prompts = [tokenizer.render_chat([{"role": "user", "content": q.text}]) for q in interleaved]
     report: dict = {"questions": len(prompts), "max_tokens": max_tokens, "draft_len": draft_on.draft_len,
+                    "weights": config.reference.weights,
                     "speculative_model_dir": config.speculative_config.speculative_model_dir,
                     "levels": {}}
     identical = True
@@ -63,6 +70,8 @@ async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_lev
                 "speedup": round(on_tps / off_tps, 3),
                 "acceptance_length": round(pooled_acceptance_length(on_stats), 3)}
             if level == max(levels):
+                every_out, on_stats, _ = await run_requests(every_step, prompts[:count], level, max_tokens)
+                identical = identical and every_out == off_out
                 per_category = {c: [] for c in MTBENCH_CATEGORIES}
                 for question, stats in zip(interleaved, on_stats):
                     per_category[question.category].append(stats)
@@ -72,6 +81,7 @@ async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_lev
     finally:
         draft_on.shutdown()
         draft_off.shutdown()
+        every_step.shutdown()
     report["speedup"] = {level: row["speedup"] for level, row in report["levels"].items()}
     report["greedy_identical"] = identical
     return report

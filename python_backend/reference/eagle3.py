@@ -33,6 +33,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .fast_linear import quantized_linear
+from .llama import linear
+
 ARCHITECTURE = "LlamaForCausalLMEagle3"
 # Other names the same single-layer Llama head is published under.
 ACCEPTED_ARCHITECTURES = (ARCHITECTURE, "Eagle3LlamaForCausalLM", "EAGLE3LlamaForCausalLM")
@@ -368,6 +371,16 @@ class Eagle3DraftModel:
         return cls(config, load_head_weights(head_dir), target_embed_tokens, target_num_layers,
                    layers_to_capture, source=str(head_dir))
 
+    def use_weight_format(self, weight_format: str) -> None:
+        """Run the linear layers (fc included) in `weight_format` (fast_linear); call after set_layers_to_capture.
+
+        The head is small but runs draft_len times per step, so it must be as fast as the target.
+        """
+        for name in ("fc", "qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"):
+            weight = getattr(self, name)
+            if isinstance(weight, np.ndarray):
+                setattr(self, name, quantized_linear(weight, weight_format, keep_8bit=True))
+
     # -- capture / fuse ------------------------------------------------------------------------
     def set_layers_to_capture(self, layer_ids: Sequence[int] | None) -> None:
         """Choose the target layers fed to fc; checked against fc's input width."""
@@ -408,7 +421,7 @@ class Eagle3DraftModel:
             return captured
         if self.input_norm is not None:
             captured = _rms_norm(captured, self.input_norm, self.config.rms_norm_eps)
-        return captured @ self.fc.T
+        return linear(captured, self.fc)
 
     # -- forward -------------------------------------------------------------------------------
     def new_cache(self) -> DraftKVCache:
@@ -442,7 +455,7 @@ class Eagle3DraftModel:
             [_rms_norm(self.embed_tokens[ids], self.input_layernorm, c.rms_norm_eps), normed_feature], axis=1)
         residual = normed_feature if c.norm_before_residual else feature_rows
 
-        qkv = attn_input @ self.qkv_proj.T                        # (N, (H + 2 KV) * D)
+        qkv = linear(attn_input, self.qkv_proj)                   # (N, (H + 2 KV) * D)
         q_width = c.num_attention_heads * c.head_dim
         kv_width = c.num_key_value_heads * c.head_dim
         attn_out = np.empty((len(ids), q_width), dtype=np.float32)
@@ -459,14 +472,14 @@ class Eagle3DraftModel:
                 attn_out[start: start + count] = self._attend(queries, cache, positions)
             start += count
 
-        hidden = residual + attn_out @ self.o_proj.T
-        gate_up = _rms_norm(hidden, self.post_attention_layernorm, c.rms_norm_eps) @ self.gate_up_proj.T
+        hidden = residual + linear(attn_out, self.o_proj)
+        gate_up = linear(_rms_norm(hidden, self.post_attention_layernorm, c.rms_norm_eps), self.gate_up_proj)
         gate, up = gate_up[:, : c.intermediate_size], gate_up[:, c.intermediate_size:]
-        hidden = hidden + (_silu(gate) * up) @ self.down_proj.T     # (N, hidden), pre-norm
+        hidden = hidden + linear(_silu(gate) * up, self.down_proj)  # (N, hidden), pre-norm
 
         ends = np.cumsum(counts)
         logit_rows = np.concatenate([np.arange(end - wanted, end) for end, wanted in zip(ends, num_logits)])
-        logits = _rms_norm(hidden[logit_rows], self.norm, c.rms_norm_eps) @ self.lm_head.T
+        logits = linear(_rms_norm(hidden[logit_rows], self.norm, c.rms_norm_eps), self.lm_head)
         hidden_out = _rms_norm(hidden, self.norm, c.rms_norm_eps) if c.return_hidden_post_norm else hidden
         logits_split = np.split(logits, np.cumsum(num_logits)[:-1])
         hidden_split = np.split(hidden_out, ends[:-1])

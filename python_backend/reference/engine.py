@@ -80,7 +80,8 @@ class ReferenceEngine:
         from python_backend.reference.llama import LlamaModel
 
         PromptLimits.from_config(config)   # a max_seq_len neither set nor deducible fails here, naming it
-        target = LlamaModel.from_pretrained(config.model)
+        weights = config.reference.weights
+        target = LlamaModel.from_pretrained(config.model, weights)
         draft = None
         spec = config.speculative_config
         if config.draft_len > 0:
@@ -89,6 +90,7 @@ class ReferenceEngine:
             draft = Eagle3DraftModel.from_pretrained(
                 spec.speculative_model_dir, target.embed_tokens, target.config.num_hidden_layers,
                 layers_to_capture=spec.eagle3_layers_to_capture)
+            draft.use_weight_format(weights)
         return cls(target, draft, draft_len=config.draft_len, max_batch_size=config.max_batch_size,
                    max_num_tokens=config.max_num_tokens, max_seq_len=config.max_seq_len,
                    max_concurrency=spec.max_concurrency if spec else None,

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .checkpoint import LlamaConfig, LlamaWeights, load_llama_checkpoint
+from .fast_linear import quantized_linear
 from .kv_cache import KVCache
 
 __all__ = ["ForwardOutput", "KVCache", "LlamaConfig", "LlamaModel", "RotaryEmbedding", "rms_norm"]
@@ -37,15 +38,18 @@ GEMV_MAX_ROWS = 4            # up to this many rows, one GEMV per row beats Open
 GEMV_BLOCK_ROWS = 4096       # weight rows per block: a block stays in cache for all the GEMVs
 
 
-def linear(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def linear(x: np.ndarray, weight) -> np.ndarray:
     """x (N, in) times weight (out, in) transposed -> (N, out), row-major like x.
 
+    `weight` is a float32 array or a quantized layer (fast_linear), which runs itself.
     A speculative verification at concurrency 1 has K+1 = 4 rows. OpenBLAS's SGEMM packs the
     whole weight matrix first, so 2-4 rows cost ~3x one row (a GEMV). One GEMV per row over
     cache-sized blocks of the weight reads each block from memory once instead (measured on
     the 2-core EPYC, all of SmolLM2's weights, 4 rows: 40 ms vs 47 ms; from 8 rows on the GEMM
     wins).
     """
+    if not isinstance(weight, np.ndarray):
+        return weight(x)
     rows = x.shape[0]
     if not 2 <= rows <= GEMV_MAX_ROWS:
         return x @ weight.T
@@ -116,6 +120,9 @@ def causal_mask_bias(new_tokens: int, past_tokens: int) -> np.ndarray | None:
     return bias
 
 
+ROW_BY_ROW_MAX_TOKENS = 8    # verification passes (1 + draft length); prompts keep the batched path
+
+
 def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias: np.ndarray | None) -> np.ndarray:
     """Grouped-query attention of one sequence.
 
@@ -124,6 +131,13 @@ def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias:
     """
     new_tokens, num_heads, head_dim = queries.shape
     num_kv_heads, total_tokens = keys.shape[0], keys.shape[1]
+    if 1 < new_tokens <= ROW_BY_ROW_MAX_TOKENS:
+        # A verification row must equal the decode step it replaces bit for bit (greedy drafting
+        # stays lossless): the same 1-row matmuls over the same cache prefix. Quantized linear
+        # layers would turn a last-bit difference here into a different int8 activation.
+        past = total_tokens - new_tokens
+        return np.concatenate([attend(queries[row:row + 1], keys[:, :past + row + 1], values[:, :past + row + 1], None)
+                               for row in range(new_tokens)])
     group = num_heads // num_kv_heads
     # Query head h reads kv head h // group: fold the group into the rows of one matmul per kv head.
     if new_tokens == 1:
@@ -146,6 +160,9 @@ def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias:
             .transpose(2, 0, 1, 3).reshape(new_tokens, num_heads * head_dim))
 
 
+LinearWeight = "np.ndarray | BlockQuantizedLinear"   # float32 (out, in), or quantized (fast_linear)
+
+
 @dataclass
 class DecoderLayer:
     """One layer's weights, fused for fewer, larger matmuls.
@@ -157,11 +174,11 @@ class DecoderLayer:
     """
 
     input_norm: np.ndarray        # (hidden,)
-    qkv_proj: np.ndarray          # (heads * head_dim + 2 * kv_heads * head_dim, hidden): q, k, v rows
-    o_proj: np.ndarray            # (hidden, heads * head_dim)
+    qkv_proj: LinearWeight        # (heads * head_dim + 2 * kv_heads * head_dim, hidden): q, k, v rows
+    o_proj: LinearWeight          # (hidden, heads * head_dim)
     post_attention_norm: np.ndarray
-    gate_up_proj: np.ndarray      # (2 * intermediate, hidden): gate rows, then up rows
-    down_proj: np.ndarray         # (hidden, intermediate)
+    gate_up_proj: LinearWeight    # (2 * intermediate, hidden): gate rows, then up rows
+    down_proj: LinearWeight       # (hidden, intermediate)
 
 
 def _owned_float32(*parts: np.ndarray) -> np.ndarray:
@@ -172,18 +189,27 @@ def _owned_float32(*parts: np.ndarray) -> np.ndarray:
 
 
 class LlamaModel:
-    def __init__(self, config: LlamaConfig, weights: LlamaWeights):
+    def __init__(self, config: LlamaConfig, weights: LlamaWeights, weight_format: str = "float32"):
+        """weight_format: float32 | int8 | q4 for the linear layers (fast_linear); norms and embeddings stay float32."""
         self.config = config
+        self.weight_format = weight_format
+
+        def linear_weight(*parts: np.ndarray, keep_8bit: bool = False):
+            return quantized_linear(_owned_float32(*parts), weight_format, keep_8bit)
+
         self.embed_tokens = _owned_float32(weights.embed_tokens)           # (vocab, hidden)
-        self.lm_head = self.embed_tokens if weights.lm_head is None else _owned_float32(weights.lm_head)
+        if weights.lm_head is not None:
+            self.lm_head = linear_weight(weights.lm_head, keep_8bit=True)
+        else:   # tied: float32 shares the embedding's copy
+            self.lm_head = quantized_linear(self.embed_tokens, weight_format, keep_8bit=True)
         self.layers = [
             DecoderLayer(
                 input_norm=_owned_float32(layer.input_layernorm),
-                qkv_proj=_owned_float32(layer.q_proj, layer.k_proj, layer.v_proj),
-                o_proj=_owned_float32(layer.o_proj),
+                qkv_proj=linear_weight(layer.q_proj, layer.k_proj, layer.v_proj),
+                o_proj=linear_weight(layer.o_proj),
                 post_attention_norm=_owned_float32(layer.post_attention_layernorm),
-                gate_up_proj=_owned_float32(layer.gate_proj, layer.up_proj),
-                down_proj=_owned_float32(layer.down_proj),
+                gate_up_proj=linear_weight(layer.gate_proj, layer.up_proj),
+                down_proj=linear_weight(layer.down_proj),
             )
             for layer in weights.layers
         ]
@@ -191,9 +217,9 @@ class LlamaModel:
         self.rotary = RotaryEmbedding(config)
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "LlamaModel":
+    def from_pretrained(cls, folder: str | Path, weight_format: str = "float32") -> "LlamaModel":
         config, weights = load_llama_checkpoint(folder)
-        return cls(config, weights)
+        return cls(config, weights, weight_format)
 
     @property
     def num_layers(self) -> int:
