@@ -218,6 +218,8 @@ def test_bad_inputs_get_an_error_naming_the_input_and_the_server_keeps_serving(
 
 
 def test_metrics_count_requests_and_tokens(triton_server, stream, prompt_ids):
+    # earlier tests' requests (cancelled, refused) are counted when released: let them settle first
+    assert wait_for(lambda: metric(triton_server, "triton_eagle_active_requests") == 0)
     tokens_before = metric(triton_server, "triton_eagle_output_tokens_total")
     requests_before = metric(triton_server, "triton_eagle_requests_total")
     responses = run(stream, generate_inputs(prompt_ids, 8))

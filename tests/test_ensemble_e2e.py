@@ -138,7 +138,7 @@ def test_raw_completion_is_the_targets_own_greedy_continuation_of_those_prompt_t
     prompt, count = "The three primary colours are", 12
     config = load_engine_config(triton_server.model_repository / "tensorrt_llm" / "engine.yaml")
     tokenizer = served_tokenizer(triton_server)
-    target = LlamaModel.from_pretrained(config.model)
+    target = LlamaModel.from_pretrained(config.model, config.reference.weights)
     cache, feed, continuation = target.new_cache(), tokenizer.encode_prompt(prompt), []
     for _ in range(count):
         logits = target.forward([np.asarray(feed)], [cache], [1]).logits[0][-1]

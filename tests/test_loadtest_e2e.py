@@ -121,8 +121,9 @@ def test_server_dying_mid_run_counts_errors_mid_stream_then_server_down(tmp_path
     killer = threading.Timer(4.0, lambda: os.killpg(server.process.pid, signal.SIGKILL))
     try:
         killer.start()
+        # answers long enough (256 tokens: several seconds each) that streams are open when it dies
         code, report = loadtest(server, tmp_path, "--users", "2", "--duration", "8", "--protocol", "grpc",
-                                "--max-tokens", "64")
+                                "--max-tokens", "256")
     finally:
         killer.cancel()
         server.stop()

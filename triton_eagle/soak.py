@@ -116,7 +116,7 @@ class Mix:
             fields.update(bad)
             return kind, fields
         if kind == "cancelled":
-            return kind, request_fields(prompt, max_tokens=256, min_length=256)
+            return kind, request_fields(prompt, max_tokens=256, min_tokens=256)
         return kind, request_fields(prompt, max_tokens=max_tokens, stream=kind != "non_stream")
 
 

@@ -19,6 +19,9 @@ TEMPLATE_REPOSITORY = REPO_ROOT / "model_repository"
 PRESET_DIR = REPO_ROOT / "presets"
 # what the simulation takes over from the preset; the rest of the preset is GPU configuration
 PRESET_KEYS = ("chat_format", "reasoning_effort", "max_batch_size", "max_num_tokens", "max_seq_len")
+# the bench and the sweep drive up to 128 streams behind the presets' 32 slots: all must be admitted
+# (queued, as trtllm-serve queues them), none refused as busy by the default queue of 2 x 32
+MAX_QUEUE_SIZE = 128
 
 
 def simulated_engine_config(profile_name: str, drafting: bool = True) -> dict:
@@ -26,6 +29,7 @@ def simulated_engine_config(profile_name: str, drafting: bool = True) -> dict:
     preset = yaml.safe_load((PRESET_DIR / f"{profile.preset}.yaml").read_text())
     config = {"engine": "simulated", "model": str(profile_path(profile_name).resolve())}
     config.update({key: preset[key] for key in PRESET_KEYS if key in preset})
+    config["max_queue_size"] = MAX_QUEUE_SIZE
     if drafting:
         config["speculative_config"] = {"decoding_type": "Eagle",
                                         "max_draft_len": preset["speculative_config"]["max_draft_len"]}
