@@ -127,10 +127,11 @@ def test_the_openai_api_answers_a_full_server_with_503_busy_and_retry_after(serv
     from triton_eagle.openai_api.process import OpenAIServer
     from triton_eagle.tritonserver import free_port
 
-    admitted = [open_stream(server, engine_inputs(24)) for _ in range(MAX_BATCH_SIZE + MAX_QUEUE_SIZE)]
+    admitted = []
     try:
         with OpenAIServer(server.grpc_url, free_port()) as api, \
                 openai.OpenAI(base_url=api.base_url, api_key="unused", max_retries=0) as client:
+            admitted = [open_stream(server, engine_inputs(64)) for _ in range(MAX_BATCH_SIZE + MAX_QUEUE_SIZE)]
             assert wait_for(lambda: metric(server, "triton_eagle_active_requests") == MAX_BATCH_SIZE + MAX_QUEUE_SIZE)
             with pytest.raises(openai.APIStatusError) as raised:
                 client.chat.completions.create(model="ensemble", max_tokens=4,
@@ -139,7 +140,7 @@ def test_the_openai_api_answers_a_full_server_with_503_busy_and_retry_after(serv
             assert raised.value.response.headers.get("retry-after") == "1"
             assert BUSY_PREFIX in raised.value.message
         for stream in admitted:
-            assert len(tokens_of(ok(stream.until_final()))) == 24
+            assert len(tokens_of(ok(stream.until_final()))) == 64
     finally:
         for stream in admitted:
             stream.close()

@@ -93,8 +93,9 @@ def test_iterations_last_as_long_as_the_step_time_model(harmony_book, requests):
     elapsed = time.perf_counter() - started
     expected_step_s = (4.0 + 0.5 * requests) / 1000
     assert engine.mean_step_s == pytest.approx(expected_step_s, rel=0.15)
-    # the requests end together after ceil(100 / tokens per step) iterations, none skipped
-    assert elapsed >= engine.iterations * expected_step_s * 0.9
+    # no iteration is skipped or cut short: each lasts at least the model's one-request step (requests
+    # accept different draft lengths, so the last iterations run fewer of them)
+    assert elapsed >= engine.iterations * (4.0 + 0.5 * 1) / 1000 * 0.9
 
 
 def test_drafting_off_streams_one_token_per_iteration_at_the_decode_pace(harmony_book):
