@@ -1,6 +1,6 @@
 """Prometheus metrics of the `tensorrt_llm` model, served on Triton's metrics port.
 
-Two rules from running it (shared/reference/triton-cpu.md): the families must stay
+Two rules from running it: the families must stay
 referenced (a collected family's metrics vanish), and every update must come from one
 thread (updates from several threads crashed tritonserver), so the model calls these
 methods only from its event loop.

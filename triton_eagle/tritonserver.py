@@ -1,8 +1,7 @@
 """Start and stop the real `tritonserver` that ships in the nvidia-pytriton wheel.
 
 The wheel carries the server binary, the Python backend and one backend stub per
-Python minor version. This module turns that into a working server on the CPU
-(the recipe of docs in shared/reference/triton-cpu.md):
+Python minor version. This module turns that into a working server on the CPU:
 
 - a backend directory of *symlinks* (copies break the libraries' relative search
   paths) whose stub matches the running interpreter's major.minor;
