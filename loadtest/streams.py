@@ -114,11 +114,12 @@ def _drop_connection(response) -> None:
     response._sock = response._pool = None
 
 
-def http_stream(http_client, request_uri: str, fields: dict, sample: RequestSample, started: float) -> None:
-    """One request over HTTP `generate_stream`. `http_client`: geventhttpclient's HTTPClient
-    (what FastHttpUser's session uses underneath); its response is read line by line, so
-    each event is timed when its line arrives (Locust's iter_lines reads 1 KiB blocks)."""
-    body = json.dumps(fields).encode()
+def _read_sse(http_client, request_uri: str, body: bytes, sample: RequestSample, started: float,
+              on_event, missing_end: str) -> None:
+    """POST `body` and read the server-sent events line by line, each timed when its line arrives
+    (Locust's iter_lines reads 1 KiB blocks). `on_event(at_s, event)` records one JSON event and
+    returns True once the answer is complete. Failures are recorded on `sample`; an unfinished
+    response's connection is dropped, so the server sees the client go."""
     try:
         response = http_client.request("POST", request_uri, body=body,
                                        headers={"Content-Type": "application/json",
@@ -145,24 +146,23 @@ def http_stream(http_client, request_uri: str, fields: dict, sample: RequestSamp
             if not line:   # the body ended
                 finished = True
                 if not sample.finish_reason:
-                    sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR,
-                                "the stream ended without a final response", at_s)
+                    sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR, missing_end, at_s)
                 return
             line = line.strip()
             if not line.startswith(b"data:"):
                 continue
+            data = line[len(b"data:"):].strip()
+            if data == b"[DONE]":
+                continue   # the body's end follows
             try:
-                event = json.loads(line[len(b"data:"):])
+                event = json.loads(data)
             except ValueError:
                 sample.fail(ERROR_MID_STREAM, f"not a JSON event: {line[:200]!r}", at_s)
                 return
             if "error" in event:
                 sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR, str(event["error"]), at_s)
                 return
-            _record_response(sample, at_s, (event.get("text_output", "") or "") + (event.get("reasoning_output", "") or ""),
-                             {name: event[name] for name in STAT_OUTPUTS if name in event})
-            if event.get("finish_reason"):
-                sample.finish_reason, sample.end_s = event["finish_reason"], at_s
+            if on_event(at_s, event):
                 while response.readline(b"\n"):   # to the body's end: the connection can be reused
                     pass
                 finished = True
@@ -170,6 +170,21 @@ def http_stream(http_client, request_uri: str, fields: dict, sample: RequestSamp
     finally:
         if not finished:
             _drop_connection(response)
+
+
+def http_stream(http_client, request_uri: str, fields: dict, sample: RequestSample, started: float) -> None:
+    """One request over HTTP `generate_stream`. `http_client`: geventhttpclient's HTTPClient
+    (what FastHttpUser's session uses underneath)."""
+    def on_event(at_s: float, event: dict) -> bool:
+        _record_response(sample, at_s, (event.get("text_output", "") or "") + (event.get("reasoning_output", "") or ""),
+                         {name: event[name] for name in STAT_OUTPUTS if name in event})
+        if event.get("finish_reason"):
+            sample.finish_reason, sample.end_s = event["finish_reason"], at_s
+            return True
+        return False
+
+    _read_sse(http_client, request_uri, json.dumps(fields).encode(), sample, started, on_event,
+              "the stream ended without a final response")
 
 
 # -- the OpenAI-compatible API (chat completions, server-sent events) ---------------------
@@ -189,55 +204,17 @@ def openai_stream(http_client, request_uri: str, body: dict, sample: RequestSamp
     """One streamed /v1/chat/completions request, read like http_stream: each chunk timed as its
     line arrives, its tokens from the cumulative usage the server sends on every chunk."""
     body = {**body, "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
-    try:
-        response = http_client.request("POST", request_uri, body=json.dumps(body).encode(),
-                                       headers={"Content-Type": "application/json", "Accept": "text/event-stream"})
-    except CONNECTION_ERRORS as err:
-        sample.fail(SERVER_DOWN, f"{type(err).__name__}: {err}", time.perf_counter() - started)
-        return
-    finished = False
-    try:
-        if response.status_code != 200:
-            error_body = response.read().decode("utf-8", "replace")
-            sample.fail(SERVER_ERROR, f"HTTP {response.status_code}: {error_body[:500]}", time.perf_counter() - started)
-            finished = True
-            return
-        while True:
-            try:
-                line = response.readline(b"\n")
-            except CONNECTION_ERRORS as err:
-                sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_DOWN,
-                            f"{type(err).__name__}: {err}", time.perf_counter() - started)
-                return
-            at_s = time.perf_counter() - started
-            if not line:
-                finished = True
-                if not sample.finish_reason:
-                    sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR,
-                                "the stream ended without a finish_reason", at_s)
-                return
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[len(b"data:"):].strip()
-            if data == b"[DONE]":
-                continue   # the body's end follows
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                sample.fail(ERROR_MID_STREAM, f"not a JSON event: {line[:200]!r}", at_s)
-                return
-            if "error" in chunk:
-                sample.fail(ERROR_MID_STREAM if sample.chunk_s else SERVER_ERROR, str(chunk["error"]), at_s)
-                return
-            if not chunk.get("choices"):
-                continue   # the usage-only chunk repeats the last totals
-            choice = chunk["choices"][0]
-            delta = choice.get("delta") or {}
-            text = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
-            _record_response(sample, at_s, text, _usage_stats(chunk.get("usage")))
-            if choice.get("finish_reason") and not sample.finish_reason:
-                sample.finish_reason, sample.end_s = choice["finish_reason"], at_s
-    finally:
-        if not finished:
-            _drop_connection(response)
+
+    def on_event(at_s: float, chunk: dict) -> bool:
+        if not chunk.get("choices"):
+            return False   # the usage-only chunk repeats the last totals
+        choice = chunk["choices"][0]
+        delta = choice.get("delta") or {}
+        text = (delta.get("content") or "") + (delta.get("reasoning_content") or "")
+        _record_response(sample, at_s, text, _usage_stats(chunk.get("usage")))
+        if choice.get("finish_reason") and not sample.finish_reason:
+            sample.finish_reason, sample.end_s = choice["finish_reason"], at_s
+        return False   # read on to [DONE] and the body's end
+
+    _read_sse(http_client, request_uri, json.dumps(body).encode(), sample, started, on_event,
+              "the stream ended without a finish_reason")
