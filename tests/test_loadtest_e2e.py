@@ -54,6 +54,25 @@ def test_smoke_grpc_mtbench_run_reports_throughput_and_acceptance(triton_server,
     assert time.monotonic() - started < 60
 
 
+def test_openai_protocol_run_counts_what_the_server_produced(triton_server, tmp_path):
+    from triton_eagle.openai_api.process import OpenAIServer
+    from triton_eagle.tritonserver import free_port
+
+    with OpenAIServer(triton_server.grpc_url, free_port()) as api:
+        produced_before = metric(triton_server, "triton_eagle_output_tokens_total")
+        code, report = loadtest(triton_server, tmp_path, "--users", "2", "--duration", "8", "--protocol", "openai",
+                                "--openai-port", str(api.port), "--workload", "mt-bench", "--max-tokens", "8")
+        produced = metric(triton_server, "triton_eagle_output_tokens_total") - produced_before
+    assert code == 0, report["failures"]
+    assert report["requests"]["completed"] >= 2 and report["failures"]["count"] == 0
+    assert report["ttft_s"]["p50"] > 0 and report["acceptance_length"]["drafting_steps"] > 0
+    # the client's token count (the server's usage on every chunk) is what the engine produced,
+    # but for requests cut at the end of the run, which the counter may include
+    samples = read_samples(tmp_path / "samples.jsonl")
+    assert sum(s.received_tokens for s in samples) == report["output_tokens"] > 0
+    assert report["output_tokens"] <= produced <= report["output_tokens"] + 8 * report["requests"]["cut_at_end"]
+
+
 def test_http_synthetic_run_forces_lengths_and_keeps_locust_csv(triton_server, tmp_path):
     code, report = loadtest(triton_server, tmp_path, "--users", "2", "--duration", "8", "--protocol", "http",
                             "--workload", "synthetic", "--input-tokens", "16", "--output-tokens", "6",
