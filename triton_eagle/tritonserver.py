@@ -17,8 +17,9 @@ Python minor version. This module turns that into a working server on the CPU:
   Health checks see the drain at once: tritonserver 2.51 has no call that marks a serving
   server not ready, but with strict readiness a model that failed to load does, so the drain
   starts by asking (explicit model control) to load a model with no backend;
-- a bounded stop: a server with a stream still open once ignored SIGTERM for 47
-  minutes, so after the drain and exit timeouts the whole process group is killed, and
+- a bounded stop: with a client's gRPC stream still open tritonserver never exits (its
+  gRPC Server::Shutdown waits for the client), so once its log says its own stop is over,
+  or after the drain and exit timeouts at the latest, the whole process group is killed, and
   the shared-memory regions an unclean exit leaves behind are removed.
 
     with TritonServer("model_repository", http_port=8000) as server:
@@ -53,6 +54,9 @@ SHM_GLOB = "/dev/shm/triton_python_backend_shm_region_*"
 HARMLESS_LOG_LINES = ("CudaDriverHelper", "NVML", "DCGM", "unable to create stream", "pinned memory")
 STOP_GRACE_S = 10.0   # beyond --exit-timeout-secs: model finalize and stub teardown
 NOT_READY_MARKER = "draining-for-shutdown"   # the model whose failed load marks the server not ready
+# tritonserver's own stop ends with one of these (server.cc, main.cc of 2.51)
+SHUTDOWN_DONE_LINE = re.compile(r"Found 0 live models and 0 in-flight non-inference requests|Exit timeout expired")
+SHUTDOWN_DONE_GRACE_S = 2.0   # after that line: the frontends close, the process exits
 DRAIN_SETTLE_S = 2.0  # beyond the drain timeout: the model's last final responses go out
 ACTIVE_REQUESTS_METRIC = re.compile(r"^triton_eagle_active_requests\{[^}]*\} (\S+)$", re.MULTILINE)
 
@@ -345,10 +349,9 @@ class TritonServer:
         if process.poll() is None:
             self.owned_shm_regions |= _mapped_shm_regions(self._pids())
             self._drain()
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.exit_timeout_s + STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
+            if not self._wait_exit(self.exit_timeout_s + STOP_GRACE_S, log_offset):
                 self._kill_group(pgid)
                 process.wait(timeout=10)
         # stubs outlive a killed server for a few seconds; never leave them behind
@@ -364,6 +367,31 @@ class TritonServer:
             self._log_file = None
         self.process = None
         return process.returncode
+
+    def _wait_exit(self, timeout_s: float, log_offset: int) -> bool:
+        """Wait for the process to exit after SIGTERM. Once its log says the shutdown is over
+        (models unloaded, or its exit timeout spent) it gets only SHUTDOWN_DONE_GRACE_S more:
+        what remains is gRPC's Server::Shutdown, which waits for as long as any client holds a
+        stream open."""
+        deadline = time.monotonic() + timeout_s
+        done_at = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                return True
+            if done_at is None and self._log_says_shutdown_done(log_offset):
+                done_at = time.monotonic()
+                deadline = min(deadline, done_at + SHUTDOWN_DONE_GRACE_S)
+            time.sleep(0.05)
+        return self.process.poll() is not None
+
+    def _log_says_shutdown_done(self, offset: int) -> bool:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                text = log.read().decode(errors="replace")
+        except OSError:
+            return False
+        return bool(SHUTDOWN_DONE_LINE.search(text))
 
     def _drain(self) -> None:
         """Tell the engine model to drain (python_backend/watchdog.py reads the file), then wait
