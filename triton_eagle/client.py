@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+STREAM_CLOSE_TIMEOUT_S = 5.0   # after the final response: the server ends the RPC at once
 STAT_OUTPUTS = ("num_input_tokens", "num_output_tokens", "total_draft_tokens",
                 "total_accepted_draft_tokens", "acceptance_length", "acceptance_rate")
 
@@ -111,6 +112,7 @@ async def stream_generate(client, fields: dict[str, Any] | list, model: str = "e
     generation = Generation()
     started = time.perf_counter()
     responses = client.stream_infer(requests())
+    ended = False
     try:
         async for result, error in responses:
             if error is not None:
@@ -121,10 +123,29 @@ async def stream_generate(client, fields: dict[str, Any] | list, model: str = "e
                 on_delta(generation.deltas[-1])
             if generation.finish_reason:
                 break
+        ended = True
     finally:
         done.set()
-        responses.cancel()
+        if not ended:   # the caller gave up (cancelled): cancelling the RPC cancels the request
+            responses.cancel()
+    await close_stream(responses)
     return generation
+
+
+async def close_stream(responses, timeout_s: float = STREAM_CLOSE_TIMEOUT_S) -> None:
+    """End a gRPC stream whose request has had its final response: the requests side is
+    closed already, so the server ends the RPC with OK. Cancelling it instead races the end
+    of the request in tritonserver 2.51, whose stream state then leaks, holding the
+    connection's socket (triton-inference-server/server PR #8078 fixes that race in 25.04)."""
+    try:
+        await asyncio.wait_for(_drain(responses), timeout_s)
+    except Exception:   # asyncio.TimeoutError, or an error status: nothing more to read
+        responses.cancel()
+
+
+async def _drain(responses) -> None:
+    async for _ in responses:
+        pass
 
 
 def http_generate_stream(url: str, fields: dict[str, Any], model: str = "ensemble",

@@ -7,7 +7,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
-from triton_eagle.client import STAT_OUTPUTS
+from triton_eagle.client import STAT_OUTPUTS, close_stream
 
 MODEL = "ensemble"
 
@@ -79,6 +79,7 @@ class Ensemble:
             await done.wait()
 
         call = self.client.stream_infer(requests())
+        ended = False
         try:
             async for result, error in call:
                 if error is not None:
@@ -86,6 +87,7 @@ class Ensemble:
                 step = read_step(result)
                 yield step
                 if step.finish_reason:
+                    ended = True
                     return
             raise EnsembleError("the ensemble stream ended without a final response")
         except EnsembleError:
@@ -95,6 +97,8 @@ class Ensemble:
         except Exception as err:   # the channel failed: Triton down or unreachable
             raise EnsembleError(f"Triton at {self.url}: {err}", _is_unavailable(err)) from None
         finally:
-            # synchronous on purpose: this runs when the HTTP client went away mid-await
             done.set()
-            call.cancel()
+            if ended:   # the server ends the RPC: no cancel racing the request's end
+                await close_stream(call)
+            else:   # synchronous on purpose: this runs when the HTTP client went away mid-await
+                call.cancel()
