@@ -21,6 +21,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import grpc
+from tritonclient.utils import InferenceServerException
+
 from triton_eagle.client import http_generate_stream, request_fields, stream_generate
 from triton_eagle.prompts import mtbench_questions
 from triton_eagle.tritonserver import (REPO_ROOT, TritonServer, TritonServerError, _mapped_shm_regions,
@@ -132,6 +135,8 @@ async def run_one(grpc_client, http_url: str, kind: str, fields: dict, timeout_s
             generation = await asyncio.wait_for(stream_generate(grpc_client, fields), timeout_s)
     except asyncio.TimeoutError:
         return "lost"
+    except (OSError, grpc.RpcError, InferenceServerException):   # the server went away mid-request
+        return "lost"
     if generation.error is not None:
         return "error"
     return "final" if generation.finish_reason else "lost"
@@ -153,6 +158,8 @@ async def _cancel_after_first_token(grpc_client, fields: dict, timeout_s: float)
         await task
     except asyncio.CancelledError:
         pass
+    except grpc.RpcError:   # the server went away before the cancel
+        return "lost"
     return "cancelled"
 
 
@@ -225,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
               f"{args.requests} ...", flush=True)
         soak_started = time.monotonic()
         done = 0
-        while done < args.requests:   # in chunks, with a progress line: a trend, not just two points
+        while done < args.requests and server.running():   # in chunks: a trend, not just two points
             chunk = min(PROGRESS_EVERY, args.requests - done)
             asyncio.run(run_requests(server, mix, chunk, args.concurrency, args.request_timeout, outcomes))
             done += chunk
@@ -233,10 +240,13 @@ def run(args: argparse.Namespace) -> int:
         soak_s = time.monotonic() - soak_started
         time.sleep(SETTLE_S)
         end = sample_processes(server)
-        end.after_requests = args.warmup + args.requests
+        end.after_requests = args.warmup + done
+        died = None if server.running() else _death(server, done)
     finally:
         server.stop()
     rows, failures = compare(start, end, args.max_rss_growth)
+    if died:
+        failures.insert(0, died)
     lost = sum(count for key, count in outcomes.items() if key.endswith((":lost", ":unexpected_error",
                                                                             ":not_refused")))
     if lost:
@@ -250,6 +260,14 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))
     return 1 if failures else 0
+
+
+def _death(server: TritonServer, requests_done: int) -> str:
+    code = server.process.returncode
+    how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+    crash = [line for line in server.log_tail().splitlines() if "Signal (" in line or "terminate called" in line]
+    return (f"tritonserver died ({how}) within the chunk ending at request {requests_done}"
+            + (f": {'; '.join(crash)}" if crash else "") + f"; log {server.log_path}")
 
 
 def print_progress(done: int, elapsed_s: float, snapshot: Snapshot, outcomes: Counter) -> None:
