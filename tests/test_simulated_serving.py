@@ -150,13 +150,14 @@ def test_text_form_refuses_bad_input_by_name(server, inputs, message):
         client.close()
 
 
-def test_cancelled_stream_frees_the_engine_slot_within_a_second(server, questions):
+@pytest.mark.parametrize("model", ["ensemble", "tensorrt_llm"])   # tensorrt_llm: its text form
+def test_cancelled_stream_frees_the_engine_slot_within_a_second(server, questions, model):
     client = Stream(server)
     inputs = {name: np.array([[value.encode() if isinstance(value, str) else value]])
               for name, value in {"text_input": questions[0], "max_tokens": np.int32(60000),
                                   "min_tokens": np.int32(60000), "stream": True}.items()}
     inputs = {name: array.astype(object) if name == "text_input" else array for name, array in inputs.items()}
-    client.send("ensemble", inputs)
+    client.send(model, inputs)
     for _ in range(3):
         response = client.next()
         assert not isinstance(response, Exception) and not is_final(response)
