@@ -95,14 +95,15 @@ class EngineStep:
 def read_step(inputs: Mapping[str, np.ndarray]) -> EngineStep:
     beams = _first(inputs.get("TOKENS_BATCH"))            # [beam, tokens]: beam 0 is the text
     tokens = _first(beams) if beams is not None and np.asarray(beams).ndim >= 2 else beams
-    new_ids = [] if tokens is None else [int(t) for t in np.asarray(tokens).reshape(-1)]
+    new_ids = [] if tokens is None else np.asarray(tokens).reshape(-1).tolist()
     lengths = _first(inputs.get("SEQUENCE_LENGTH"))
     if lengths is not None and np.asarray(lengths).size:
         length = int(np.asarray(lengths).reshape(-1)[0])
         if 0 <= length < len(new_ids):
             new_ids = new_ids[:length]
     context = _first(inputs.get("CONTEXT_IDS"))
-    context_ids = [] if context is None else [int(t) for t in np.asarray(context).reshape(-1)]
+    # tolist(): formats with channels send the whole output so far, so this runs per token per response
+    context_ids = [] if context is None else np.asarray(context).reshape(-1).tolist()
     stops = _first(inputs.get("STOP_STRINGS"))
     stop_strings = () if stops is None else tuple(
         text for text in (_text(item) for item in np.asarray(stops).reshape(-1)) if text)
@@ -167,15 +168,26 @@ def postprocess(inputs: Mapping[str, np.ndarray], tokenizer, cancelled: bool = F
     """One engine response's arrays -> the output arrays (each with the batch dim of 1).
 
     `parsers` keeps a stream's parser between its responses (formats with channels), a cache
-    only: CONTEXT_IDS then holds every token before the response's. Never raises: on a problem it logs through
-    `log_error` and answers an empty text.
+    only: CONTEXT_IDS then holds every token before the response's. Never raises: on a problem
+    it logs through `log_error` and answers an empty text.
     """
-    text, reasoning, finish_reason = "", "", ""
     step = None
     try:
         step = read_step(inputs)
-        finish_reason = step.finish_reason
-        if not cancelled:
+    except Exception as err:
+        if log_error is not None:
+            log_error(f"postprocessing: answering an empty text after an internal error: {err!r}")
+    stats = {name: _stat(inputs.get(name)) for name in STATS}
+    return step_outputs(step, stats, tokenizer, cancelled, log_error, parsers)
+
+
+def step_outputs(step: EngineStep | None, stats: Mapping[str, float], tokenizer, cancelled: bool = False,
+                 log_error=None, parsers: OutputParsers | None = None) -> dict[str, np.ndarray]:
+    """`postprocess` from a step already read (None: unreadable) and its STATS values; never raises."""
+    text, reasoning = "", ""
+    finish_reason = step.finish_reason if step is not None else ""
+    try:
+        if step is not None and not cancelled:
             parsers = parsers if parsers is not None else OutputParsers(tokenizer)
             if parsers.has_channels:
                 text, reasoning = parsers.deltas(step)
@@ -193,7 +205,7 @@ def postprocess(inputs: Mapping[str, np.ndarray], tokenizer, cancelled: bool = F
         "OUT_FINISH_REASON": np.array([[finish_reason.encode("utf-8")]], dtype=object),
     }
     for name, (output, data_type) in STATS.items():
-        outputs[output] = np.array([[_stat(inputs.get(name))]], dtype=_NUMPY_TYPES[data_type])
+        outputs[output] = np.array([[stats.get(name, 0.0)]], dtype=_NUMPY_TYPES[data_type])
     return outputs
 
 

@@ -19,15 +19,15 @@ wiring (tests/test_ensemble_config.py checks them against model_repository/ensem
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from ensemble.chat import InputError
-from ensemble.postprocessing_model import OutputParsers, postprocess
+from ensemble.postprocessing_model import EngineStep, OutputParsers, step_outputs
 from ensemble.preprocessing_model import INPUTS as PREPROCESSING_INPUTS, preprocess
 from python_backend.prompt_limits import PromptLimits
-from python_backend.protocol import InvalidRequestError
+from python_backend.protocol import InvalidRequestError, SpeculativeStats
 from python_backend.request_tensors import INPUTS as ENGINE_INPUTS
 
 # ensemble inputs that go straight to tensorrt_llm (the ensemble's tensorrt_llm step)
@@ -39,14 +39,6 @@ PREPROCESSED_TO_ENGINE = {"INPUT_ID": "input_ids", "REQUEST_INPUT_LEN": "input_l
                           "REQUEST_OUTPUT_LEN": "request_output_len", "OUT_END_ID": "end_id", "OUT_PAD_ID": "pad_id",
                           "BAD_WORDS_IDS": "bad_words_list", "STOP_STRINGS": "stop_strings",
                           "REQUEST_UUID": "request_uuid"}
-# tensorrt_llm output -> postprocessing input
-ENGINE_TO_POSTPROCESSING = {"output_ids": "TOKENS_BATCH", "sequence_length": "SEQUENCE_LENGTH",
-                            "context_ids": "CONTEXT_IDS", "request_uuid": "REQUEST_UUID",
-                            "finish_reason": "FINISH_REASON", "stop_strings_out": "STOP_STRINGS",
-                            "num_input_tokens": "NUM_INPUT_TOKENS", "num_output_tokens": "NUM_OUTPUT_TOKENS",
-                            "total_draft_tokens": "TOTAL_DRAFT_TOKENS",
-                            "total_accepted_draft_tokens": "TOTAL_ACCEPTED_DRAFT_TOKENS",
-                            "acceptance_length": "ACCEPTANCE_LENGTH", "acceptance_rate": "ACCEPTANCE_RATE"}
 # postprocessing output -> what the client sees (the ensemble's outputs)
 POSTPROCESSING_TO_CLIENT = {"OUTPUT": "text_output", "OUT_REASONING": "reasoning_output",
                             "OUT_FINISH_REASON": "finish_reason", "OUT_NUM_INPUT_TOKENS": "num_input_tokens",
@@ -97,14 +89,23 @@ def engine_arrays(arrays: Mapping[str, np.ndarray], tokenizer, limits: PromptLim
 
 
 class TextResponses:
-    """Engine response arrays -> the ensemble's client outputs, one stream's parser kept per request."""
+    """A response's values -> the ensemble's client outputs (no engine arrays built or read back),
+    one stream's parser kept per request."""
 
     def __init__(self, tokenizer, log_error: Callable[[str], None] | None = None):
         self._tokenizer = tokenizer
         self._parsers = OutputParsers(tokenizer)
         self._log_error = log_error
 
-    def arrays(self, response: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = postprocess({ENGINE_TO_POSTPROCESSING[name]: array for name, array in response.items()},
-                              self._tokenizer, log_error=self._log_error, parsers=self._parsers)
+    def arrays(self, *, token_ids: Sequence[int], context_ids: Sequence[int], request_uuid: str,
+               finish_reason: str | None, stop_strings: Sequence[str], num_input_tokens: int,
+               num_output_tokens: int, stats: SpeculativeStats) -> dict[str, np.ndarray]:
+        """Takes what `request_tensors.response_arrays` takes."""
+        step = EngineStep(new_ids=list(token_ids), context_ids=list(context_ids), request_uuid=request_uuid,
+                          finish_reason=finish_reason or "", stop_strings=tuple(stop_strings))
+        values = {"NUM_INPUT_TOKENS": num_input_tokens, "NUM_OUTPUT_TOKENS": num_output_tokens,
+                  "TOTAL_DRAFT_TOKENS": stats.total_draft_tokens,
+                  "TOTAL_ACCEPTED_DRAFT_TOKENS": stats.total_accepted_draft_tokens,
+                  "ACCEPTANCE_LENGTH": stats.acceptance_length, "ACCEPTANCE_RATE": stats.acceptance_rate}
+        outputs = step_outputs(step, values, self._tokenizer, log_error=self._log_error, parsers=self._parsers)
         return {POSTPROCESSING_TO_CLIENT[name]: array for name, array in outputs.items()}

@@ -333,13 +333,12 @@ class TritonPythonModel:
 
     def _send_step(self, entry: ActiveRequest, tokens: list[int], context: list[int],
                    finish_reason: str | None) -> None:
-        arrays = response_arrays(
+        build = self.text_responses.arrays if entry.text_form else response_arrays
+        arrays = build(
             token_ids=tokens, context_ids=context, request_uuid=entry.parsed.request_uuid,
             finish_reason=finish_reason, stop_strings=entry.parsed.stop_strings,
             num_input_tokens=len(entry.parsed.prompt_token_ids),
             num_output_tokens=len(entry.output_token_ids), stats=entry.last_stats)
-        if entry.text_form:
-            arrays = self.text_responses.arrays(arrays)
         entry.responses_sent += 1
         if finish_reason is not None:   # a client that saw its final response sees its tokens counted
             self._flush_metrics()

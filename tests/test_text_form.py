@@ -12,7 +12,7 @@ from ensemble.tokenizer import load_tokenizer
 from python_backend import text_form
 from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import InvalidRequestError
-from python_backend.request_tensors import GenerateRequest, parse_request, response_arrays
+from python_backend.request_tensors import GenerateRequest, parse_request
 from python_backend.protocol import SpeculativeStats
 from test_ensemble_config import STEPS
 
@@ -20,12 +20,10 @@ LIMITS = PromptLimits(max_seq_len=8192, max_num_tokens=8192)
 
 
 def test_maps_are_the_ensembles_wiring():
-    (_, pre_in, pre_out), (_, engine_in, engine_out), (_, post_in, post_out) = STEPS
+    (_, _, pre_out), (_, engine_in, _), (_, _, post_out) = STEPS
     ensemble_tensor_to_engine = {tensor: key for key, tensor in engine_in.items()}
     assert text_form.PREPROCESSED_TO_ENGINE == {key: ensemble_tensor_to_engine[tensor] for key, tensor in pre_out.items()}
     assert text_form.SAMPLING_INPUTS == {tensor: key for key, tensor in engine_in.items() if not tensor.startswith("_")}
-    assert text_form.ENGINE_TO_POSTPROCESSING == {key: {t: k for k, t in post_in.items()}[tensor]
-                                                  for key, tensor in engine_out.items()}
     assert text_form.POSTPROCESSING_TO_CLIENT == post_out
 
 
@@ -68,10 +66,9 @@ def test_responses_carry_the_ensembles_outputs(qwen3):
     seen = []
     for start in range(0, len(ids), 2):
         final = "stop" if start + 2 >= len(ids) else None
-        arrays = response_arrays(token_ids=ids[start:start + 2], context_ids=ids[:start], request_uuid="r",
-                                 finish_reason=final, stop_strings=(), num_input_tokens=5,
-                                 num_output_tokens=start + 2, stats=SpeculativeStats())
-        seen.append(responses.arrays(arrays))
+        seen.append(responses.arrays(token_ids=ids[start:start + 2], context_ids=ids[:start], request_uuid="r",
+                                     finish_reason=final, stop_strings=(), num_input_tokens=5,
+                                     num_output_tokens=start + 2, stats=SpeculativeStats()))
     assert set(seen[0]) == set(text_form.POSTPROCESSING_TO_CLIENT.values())
     assert "".join(r["text_output"][0][0].decode() for r in seen) == "Paris."
     assert "".join(r["reasoning_output"][0][0].decode() for r in seen) == "plan"

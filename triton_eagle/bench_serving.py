@@ -137,6 +137,9 @@ async def in_model_path(grpc_url: str, work: Work, concurrency: int):
 
 
 CLIENT_PATHS = {"ensemble": ensemble_path, "direct": direct_path, "in_model": in_model_path}
+# the single-threaded Python stages each path's responses cross
+SERIAL_STAGES = {"ensemble": ("tensorrt_llm", "postprocessing"), "direct": ("tensorrt_llm",),
+                 "in_model": ("tensorrt_llm",)}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -164,13 +167,13 @@ def summarize(generations: list[Generation], elapsed_s: float, cpu_s: dict[str, 
     }
 
 
-def serial_ceilings(row: dict, postprocessing_instances: int = 1) -> dict[str, float]:
+def serial_ceilings(row: dict, stages: tuple[str, ...], postprocessing_instances: int = 1) -> dict[str, float]:
     """tokens/s each single-threaded stage could carry at its measured CPU per response (several
     postprocessing instances: each is single-threaded and takes its share of the responses)."""
     per_response = row["cpu_ms_per_response"]
     threads = {"tensorrt_llm": 1, "postprocessing": postprocessing_instances}
-    return {name: round(count * 1000 * row["tokens_per_response"] / per_response[name], 0)
-            for name, count in threads.items() if per_response.get(name)}
+    return {name: round(threads[name] * 1000 * row["tokens_per_response"] / per_response[name], 0)
+            for name in stages if per_response.get(name)}
 
 
 # -- the simulated engine behind a real tritonserver -------------------------------------------------
@@ -209,7 +212,7 @@ def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves
                     after = snapshot(processes)
                     row[path] = summarize(generations, elapsed, {k: after[k] - before[k] for k in after})
                     row[path]["serial_stage_ceiling_tokens_per_s"] = serial_ceilings(
-                        row[path], postprocessing_instances or 1)
+                        row[path], SERIAL_STAGES[path], postprocessing_instances or 1)
                 if "ensemble" in row:
                     row["delivered_tokens_per_s"] = row["ensemble"]["tokens_per_s"]
                     row["responses_per_s"] = row["ensemble"]["responses_per_s"]
