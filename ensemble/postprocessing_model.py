@@ -17,6 +17,10 @@ and no answer depends on which instance saw the stream's earlier responses:
   of the tokens alone. The answer goes to OUTPUT, the reasoning to OUT_REASONING; ChatML
   requests answer an empty OUT_REASONING.
 
+The shipped repository still runs one instance without dynamic batching: with it, tritonserver
+2.51 answers a cancelled request before `execute`, so the cancellation below never happens
+(model_repository/postprocessing/config.pbtxt).
+
 It never returns an error: an error after the decoupled engine model leaks the
 ensemble request (the client never sees a final response). An internal problem is
 logged and answered with an empty text.
@@ -242,7 +246,7 @@ def _stat(value) -> float:
 
 
 class TritonPythonModel:
-    """postprocessing: not decoupled, any number of instances (order-safe); never sends an error."""
+    """postprocessing: not decoupled; order-safe over instances (one as shipped); never sends an error."""
 
     @staticmethod
     def auto_complete_config(auto_complete_model_config):
