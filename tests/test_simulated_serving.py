@@ -135,6 +135,17 @@ def test_text_form_of_the_engine_model_answers_as_the_ensemble(server, questions
         assert len(in_model_streamed["text"]) > 2
 
 
+def test_text_form_at_concurrency_128_keeps_order_and_exact_text(server, questions):
+    texts = [questions[i % len(questions)] for i in range(128)]
+    streamed = run_all(server.grpc_url, texts, stream=True, model="tensorrt_llm")
+    distinct = sorted(set(texts))
+    whole = dict(zip(distinct, run_all(server.grpc_url, distinct, stream=False, model="tensorrt_llm")))
+    for text, seen in zip(texts, streamed):
+        assert seen["finish_reason"] == "stop"
+        assert "".join(seen["text"]) == whole[text]["text"][0]
+        assert "".join(seen["reasoning"]) == whole[text]["reasoning"][0]
+
+
 @pytest.mark.parametrize("inputs, message", [
     ({"text_input": np.array([[b""]], dtype=object)}, "text_input: must not be empty"),
     ({"input_ids": np.array([[1]], dtype=np.int32), "max_tokens": np.array([[8]], dtype=np.int32)},
