@@ -35,6 +35,12 @@ def context_window(stop_strings: Sequence[str]) -> int:
     return CONTEXT_MARGIN_TOKENS + max((len(s.encode("utf-8")) for s in stop_strings), default=0)
 
 
+def needs_whole_output(tokenizer) -> bool:
+    """Formats with channels (Harmony, Qwen3 <think>): postprocessing needs every token before a
+    response as its context, not the last C (ensemble/chat_formats/output.py)."""
+    return tokenizer.new_output_parser(()) is not None
+
+
 def find_stop(text: str, stop_strings: Sequence[str]) -> int | None:
     """Index where the first stop string to complete starts in `text`, or None."""
     best: tuple[int, int] | None = None  # (end, start)

@@ -2,21 +2,33 @@
 
 Stateless per response: the engine sends, with each step's tokens, the tokens just
 before them (CONTEXT_IDS), which is all `text_delta` needs (docs/interface.md §3).
-It runs as ONE instance, so a stream's responses keep their order.
+
+Order-safe over several instances (docs/deploy-b200.md, "Will the serving layer keep up"):
+the ensemble sends each engine response as its own request, so with N instances two
+responses of one stream run at once in different processes. `dynamic_batching {
+preserve_ordering: true }` makes Triton return responses in the order their requests came,
+and no answer depends on which instance saw the stream's earlier responses:
+
+- ChatML: the bounded context is enough (ensemble/detokenizer.py).
+- Formats with channels (Harmony, Qwen3 <think>): which output a token belongs to can depend
+  on a marker far back, so the engine sends the WHOLE output so far as CONTEXT_IDS. Each
+  instance keeps an `OutputParser` per request (keyed by REQUEST_UUID) as a cache, brings it
+  up to date from CONTEXT_IDS, and answers shown(after) minus shown(before), both functions
+  of the tokens alone. The answer goes to OUTPUT, the reasoning to OUT_REASONING; ChatML
+  requests answer an empty OUT_REASONING.
+
+The shipped repository still runs one instance without dynamic batching: with it, tritonserver
+2.51 answers a cancelled request before `execute`, so the cancellation below never happens
+(model_repository/postprocessing/config.pbtxt).
 
 It never returns an error: an error after the decoupled engine model leaks the
 ensemble request (the client never sees a final response). An internal problem is
 logged and answered with an empty text.
 
-Formats with channels (Harmony, Qwen3 <think>) are the exception to statelessness: which
-output a token belongs to can depend on a marker far behind the context window, so one
-`OutputParser` per request (keyed by REQUEST_UUID) is kept from its first response to its
-final one; the answer goes to OUTPUT, the reasoning to OUT_REASONING. ChatML requests
-answer an empty OUT_REASONING.
-
 Cancellation: Triton does not tell a decoupled model inside an ensemble that its
 client went away, but the step after it sees `request.is_cancelled()`. Then we send
-the engine model its `stop` form (request_uuid + stop=true) by BLS, once per request.
+the engine model its `stop` form (request_uuid + stop=true) by BLS, once per request
+per instance (the engine ignores a repeated stop).
 """
 from __future__ import annotations
 
@@ -27,7 +39,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ensemble.detokenizer import text_delta
+from ensemble.detokenizer import needs_whole_output, text_delta
 from ensemble.triton_io import declare_tensors, engine_config_path, model_parameter
 
 try:
@@ -37,9 +49,9 @@ except ImportError:  # outside tritonserver (unit tests): the plain functions st
 
 DEFAULT_ENGINE_MODEL = "tensorrt_llm"
 STOPPED_IDS_REMEMBERED = 4096   # a cancelled stream's later responses must not re-send the stop
-# far above the requests in flight (the engine's max_batch_size plus its queue): only a stream
-# whose final response never came (a crash) is ever evicted
-PARSERS_REMEMBERED = 16384
+# a cache (see OutputParsers): with several instances a stream's final response releases its
+# parser in one instance only; the others' copies age out here
+PARSERS_REMEMBERED = 1024
 
 # Stats the engine model computes, passed through unchanged: input -> (output, type)
 STATS: dict[str, tuple[str, str]] = {
@@ -87,14 +99,15 @@ class EngineStep:
 def read_step(inputs: Mapping[str, np.ndarray]) -> EngineStep:
     beams = _first(inputs.get("TOKENS_BATCH"))            # [beam, tokens]: beam 0 is the text
     tokens = _first(beams) if beams is not None and np.asarray(beams).ndim >= 2 else beams
-    new_ids = [] if tokens is None else [int(t) for t in np.asarray(tokens).reshape(-1)]
+    new_ids = [] if tokens is None else np.asarray(tokens).reshape(-1).tolist()
     lengths = _first(inputs.get("SEQUENCE_LENGTH"))
     if lengths is not None and np.asarray(lengths).size:
         length = int(np.asarray(lengths).reshape(-1)[0])
         if 0 <= length < len(new_ids):
             new_ids = new_ids[:length]
     context = _first(inputs.get("CONTEXT_IDS"))
-    context_ids = [] if context is None else [int(t) for t in np.asarray(context).reshape(-1)]
+    # tolist(): formats with channels send the whole output so far, so this runs per token per response
+    context_ids = [] if context is None else np.asarray(context).reshape(-1).tolist()
     stops = _first(inputs.get("STOP_STRINGS"))
     stop_strings = () if stops is None else tuple(
         text for text in (_text(item) for item in np.asarray(stops).reshape(-1)) if text)
@@ -104,56 +117,86 @@ def read_step(inputs: Mapping[str, np.ndarray]) -> EngineStep:
                       stop_strings=stop_strings)
 
 
+@dataclass
+class _ParsedStream:
+    """One request's parser in this instance: the tokens it has consumed, and what those show."""
+
+    parser: object
+    consumed: int = 0
+    shown: tuple[str, str] | None = None   # parser.shown(final=False) at `consumed`, once computed
+
+
 class OutputParsers:
-    """The per-request output parsers of a format with channels, from first to final response."""
+    """Per-request output parsers of a format with channels; a cache, never the truth: each
+    response carries every token before its own, so a parser missing here (evicted, or the
+    stream's earlier responses went to another instance) is rebuilt or brought up to date."""
 
     def __init__(self, tokenizer, capacity: int = PARSERS_REMEMBERED):
         self._tokenizer = tokenizer
         self._capacity = capacity
-        self._parsers: OrderedDict[str, object] = OrderedDict()
-        self.has_channels = tokenizer.new_output_parser(()) is not None
+        self._streams: OrderedDict[str, _ParsedStream] = OrderedDict()
+        self.has_channels = needs_whole_output(tokenizer)
 
-    def get(self, step: EngineStep):
-        """The parser of the step's request (None for formats without channels)."""
-        if not self.has_channels:
-            return None
+    def deltas(self, step: EngineStep) -> tuple[str, str]:
+        """(text, reasoning) that `step` adds to its stream; step.context_ids = all tokens before it."""
         if not step.request_uuid:   # nothing to key on: one response is the whole request
-            return self._tokenizer.new_output_parser(step.stop_strings)
-        parser = self._parsers.get(step.request_uuid)
-        if parser is None:
-            parser = self._parsers[step.request_uuid] = self._tokenizer.new_output_parser(step.stop_strings)
-            while len(self._parsers) > self._capacity:
-                self._parsers.popitem(last=False)
+            parser = self._tokenizer.new_output_parser(step.stop_strings)
+            return parser.feed(step.context_ids + step.new_ids, step.final)
+        stream = self._streams.get(step.request_uuid)
+        if stream is None or stream.consumed > len(step.context_ids):
+            stream = _ParsedStream(self._tokenizer.new_output_parser(step.stop_strings))
+            self._streams[step.request_uuid] = stream
+            while len(self._streams) > self._capacity:
+                self._streams.popitem(last=False)
         else:
-            self._parsers.move_to_end(step.request_uuid)
-        return parser
+            self._streams.move_to_end(step.request_uuid)
+        if stream.consumed < len(step.context_ids):   # responses this instance did not see
+            stream.parser.consume(step.context_ids[stream.consumed:])
+            stream.consumed, stream.shown = len(step.context_ids), None
+        before = stream.shown if stream.shown is not None else stream.parser.shown(final=False)
+        stream.parser.consume(step.new_ids)
+        stream.consumed += len(step.new_ids)
+        after = stream.parser.shown(step.final)
+        stream.shown = None if step.final else after
+        return after[0][len(before[0]):], after[1][len(before[1]):]
 
     def release(self, request_uuid: str) -> None:
-        self._parsers.pop(request_uuid, None)
+        self._streams.pop(request_uuid, None)
 
     def __len__(self) -> int:
-        return len(self._parsers)
+        return len(self._streams)
 
 
 def postprocess(inputs: Mapping[str, np.ndarray], tokenizer, cancelled: bool = False,
                 log_error=None, parsers: OutputParsers | None = None) -> dict[str, np.ndarray]:
     """One engine response's arrays -> the output arrays (each with the batch dim of 1).
 
-    `parsers` keeps a stream's parser between its responses (formats with channels); without
-    it each call is taken as a whole request. Never raises: on a problem it logs through
-    `log_error` and answers an empty text.
+    `parsers` keeps a stream's parser between its responses (formats with channels), a cache
+    only: CONTEXT_IDS then holds every token before the response's. Never raises: on a problem
+    it logs through `log_error` and answers an empty text.
     """
-    text, reasoning, finish_reason = "", "", ""
     step = None
     try:
         step = read_step(inputs)
-        finish_reason = step.finish_reason
-        if not cancelled:
-            parser = (parsers if parsers is not None else OutputParsers(tokenizer)).get(step)
-            if parser is None:
-                text = text_delta(tokenizer, step.context_ids, step.new_ids, step.stop_strings, step.final)
+    except Exception as err:
+        if log_error is not None:
+            log_error(f"postprocessing: answering an empty text after an internal error: {err!r}")
+    stats = {name: _stat(inputs.get(name)) for name in STATS}
+    return step_outputs(step, stats, tokenizer, cancelled, log_error, parsers)
+
+
+def step_outputs(step: EngineStep | None, stats: Mapping[str, float], tokenizer, cancelled: bool = False,
+                 log_error=None, parsers: OutputParsers | None = None) -> dict[str, np.ndarray]:
+    """`postprocess` from a step already read (None: unreadable) and its STATS values; never raises."""
+    text, reasoning = "", ""
+    finish_reason = step.finish_reason if step is not None else ""
+    try:
+        if step is not None and not cancelled:
+            parsers = parsers if parsers is not None else OutputParsers(tokenizer)
+            if parsers.has_channels:
+                text, reasoning = parsers.deltas(step)
             else:
-                text, reasoning = parser.feed(step.new_ids, step.final)
+                text = text_delta(tokenizer, step.context_ids, step.new_ids, step.stop_strings, step.final)
     except Exception as err:
         if log_error is not None:
             log_error(f"postprocessing: answering an empty text after an internal error: {err!r}")
@@ -166,7 +209,7 @@ def postprocess(inputs: Mapping[str, np.ndarray], tokenizer, cancelled: bool = F
         "OUT_FINISH_REASON": np.array([[finish_reason.encode("utf-8")]], dtype=object),
     }
     for name, (output, data_type) in STATS.items():
-        outputs[output] = np.array([[_stat(inputs.get(name))]], dtype=_NUMPY_TYPES[data_type])
+        outputs[output] = np.array([[stats.get(name, 0.0)]], dtype=_NUMPY_TYPES[data_type])
     return outputs
 
 
@@ -203,7 +246,7 @@ def _stat(value) -> float:
 
 
 class TritonPythonModel:
-    """postprocessing: not decoupled, one instance; never sends an error."""
+    """postprocessing: not decoupled; order-safe over instances (one as shipped); never sends an error."""
 
     @staticmethod
     def auto_complete_config(auto_complete_model_config):

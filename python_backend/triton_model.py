@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from ensemble.detokenizer import StopStringMatcher, context_window
+from ensemble.detokenizer import StopStringMatcher, context_window, needs_whole_output
 from ensemble.tokenizer import load_tokenizer
 from python_backend.admission import ENGINE_FAILED_PREFIX, SHUTDOWN_PREFIX, Admission
 from python_backend.coalescing import CoalescedSteps, StreamInterval
@@ -36,6 +36,7 @@ from python_backend.prompt_limits import PromptLimits
 from python_backend.protocol import GenerationResult, InvalidRequestError, SpeculativeStats, StepOutput
 from python_backend.request_tensors import (INPUTS, OUTPUTS, GenerateRequest, StopRequest,
                                             parse_request, response_arrays)
+from python_backend.text_form import TEXT_INPUTS, TEXT_OUTPUTS, TextResponses, engine_arrays, is_text_request
 from python_backend.triton_metrics import EngineModelMetrics
 from python_backend.watchdog import Watchdog
 
@@ -68,6 +69,7 @@ class ActiveRequest:
     last_stats: SpeculativeStats = field(default_factory=SpeculativeStats)
     task: asyncio.Task | None = None
     ended_by: str | None = None     # why the model ended it itself (engine failure, drain timeout)
+    text_form: bool = False         # text in, text out (python_backend/text_form.py)
 
 
 class TritonPythonModel:
@@ -76,9 +78,9 @@ class TritonPythonModel:
         config = auto_complete_model_config
         if config.as_dict().get("max_batch_size", 0) == 0:
             config.set_max_batch_size(MAX_BATCH_SIZE)
-        for name, (data_type, dims, optional) in INPUTS.items():
+        for name, (data_type, dims, optional) in {**INPUTS, **TEXT_INPUTS}.items():
             config.add_input({"name": name, "data_type": data_type, "dims": dims, "optional": optional})
-        for name, (data_type, dims) in OUTPUTS.items():
+        for name, (data_type, dims) in {**OUTPUTS, **TEXT_OUTPUTS}.items():
             config.add_output({"name": name, "data_type": data_type, "dims": dims})
         config.set_model_transaction_policy({"decoupled": True})
         return config
@@ -101,6 +103,8 @@ class TritonPythonModel:
             self.logger.log_warn(f"tensorrt_llm: {warning}")
         self.tokenizer = load_tokenizer(self.config.tokenizer_dir, self.config.chat_format,
                                         self.config.reasoning_effort)   # for stop strings
+        self.whole_context = needs_whole_output(self.tokenizer)   # context_ids: all tokens before (§3)
+        self.text_responses = TextResponses(self.tokenizer, self.logger.log_error)
         self.engine = build_engine(self.config)
         try:   # config.pbtxt parameters stream_interval_ms / stream_interval_max_tokens
             self.stream_interval = StreamInterval.from_parameters(model_config.get("parameters", {}))
@@ -155,7 +159,10 @@ class TritonPythonModel:
     def _accept(self, request) -> None:
         sender = request.get_response_sender()
         try:
-            parsed = parse_request(self._input_arrays(request), limits=PromptLimits.from_config(self.config),
+            arrays = self._input_arrays(request)
+            limits = PromptLimits.from_config(self.config)
+            text_form = is_text_request(arrays)
+            parsed = parse_request(engine_arrays(arrays, self.tokenizer, limits), limits=limits,
                                    vocab_size=self.vocab_size, request_id=request.request_id())
             if isinstance(parsed, StopRequest):
                 self._stop(parsed, sender)
@@ -182,7 +189,7 @@ class TritonPythonModel:
         key = parsed.request_uuid or request.request_id() or None
         if key in self.by_key:   # a repeated client request id: the first holder keeps it
             key = None
-        entry = ActiveRequest(request, sender, parsed, result, key)
+        entry = ActiveRequest(request, sender, parsed, result, key, text_form=text_form)
         self.active.add(entry)
         if key:
             self.by_key[key] = entry
@@ -195,7 +202,7 @@ class TritonPythonModel:
     @staticmethod
     def _input_arrays(request) -> dict[str, np.ndarray]:
         arrays = {}
-        for name in INPUTS:
+        for name in (*INPUTS, *TEXT_INPUTS):
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is not None:
                 arrays[name] = tensor.as_numpy()
@@ -250,7 +257,8 @@ class TritonPythonModel:
                     keep = matcher.feed(tokens)
                     if keep is not None:   # the stream ends at the token completing a stop string
                         tokens, finish_reason = tokens[:keep], "stop"
-                context = entry.output_token_ids[-context_size:] if context_size else []
+                context = (list(entry.output_token_ids) if self.whole_context
+                           else entry.output_token_ids[-context_size:])
                 self._count(entry, tokens, step.stats)
                 if parsed.streaming:
                     if tokens or finish_reason is not None:
@@ -325,7 +333,8 @@ class TritonPythonModel:
 
     def _send_step(self, entry: ActiveRequest, tokens: list[int], context: list[int],
                    finish_reason: str | None) -> None:
-        arrays = response_arrays(
+        build = self.text_responses.arrays if entry.text_form else response_arrays
+        arrays = build(
             token_ids=tokens, context_ids=context, request_uuid=entry.parsed.request_uuid,
             finish_reason=finish_reason, stop_strings=entry.parsed.stop_strings,
             num_input_tokens=len(entry.parsed.prompt_token_ids),

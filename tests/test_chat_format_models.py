@@ -57,11 +57,12 @@ def test_reasoning_effort_is_refused_where_the_format_has_none(qwen3):
         preprocess({"MESSAGES": hi(), "REASONING_EFFORT": text("low")}, qwen3, LIMITS)
 
 
-def response(tokens, finish_reason="", request_uuid="r1", stop_strings=()):
+def response(tokens, finish_reason="", request_uuid="r1", stop_strings=(), context=()):
+    """As the engine sends it; for formats with channels `context` is every token before `tokens`."""
     return {
         "TOKENS_BATCH": np.array(list(tokens), dtype=np.int32).reshape(1, 1, -1),
         "SEQUENCE_LENGTH": np.array([[len(tokens)]], dtype=np.int32),
-        "CONTEXT_IDS": np.zeros((1, 0), dtype=np.int32),
+        "CONTEXT_IDS": np.array(list(context), dtype=np.int32).reshape(1, -1),
         "REQUEST_UUID": np.array([[request_uuid.encode()]], dtype=object),
         "FINISH_REASON": np.array([[finish_reason.encode()]], dtype=object),
         "STOP_STRINGS": np.array([[s.encode() for s in stop_strings]], dtype=object).reshape(1, -1),
@@ -76,8 +77,8 @@ def stream(tokenizer, ids, step, parsers, request_uuid="r1", stop_strings=()):
     answer, reasoning = [], []
     for start in range(0, len(ids), step):
         final = "stop" if start + step >= len(ids) else ""
-        out = postprocess(response(ids[start:start + step], final, request_uuid, stop_strings), tokenizer,
-                          parsers=parsers)
+        out = postprocess(response(ids[start:start + step], final, request_uuid, stop_strings, ids[:start]),
+                          tokenizer, parsers=parsers)
         answer.append(outputs_text(out, "OUTPUT"))
         reasoning.append(outputs_text(out, "OUT_REASONING"))
     return "".join(answer), "".join(reasoning)
@@ -109,7 +110,7 @@ def test_interleaved_streams_keep_their_own_parsers(qwen3):
         for uuid, ids in (("a", first), ("b", second)):
             if index < len(ids):
                 final = "stop" if index == len(ids) - 1 else ""
-                out = postprocess(response([ids[index]], final, uuid), qwen3, parsers=parsers)
+                out = postprocess(response([ids[index]], final, uuid, context=ids[:index]), qwen3, parsers=parsers)
                 texts[uuid][0] += outputs_text(out, "OUTPUT")
                 texts[uuid][1] += outputs_text(out, "OUT_REASONING")
     assert texts == {"a": ["answer A", "think A"], "b": ["answer B", "think B"]}

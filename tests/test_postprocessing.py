@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ensemble.detokenizer import context_window
-from ensemble.postprocessing_model import OUTPUTS, postprocess, read_step
+from ensemble.postprocessing_model import OUTPUTS, OutputParsers, postprocess, read_step
 from ensemble.tokenizer import load_tokenizer
 
 
@@ -104,3 +104,41 @@ def test_read_step_takes_beam_zero_and_the_final_flag():
     step = read_step(engine_response([5, 6, 7], context=[1, 2], finish_reason="stop", stop_strings=["x", ""]))
     assert (step.new_ids, step.context_ids, step.final, step.stop_strings) == ([5, 6, 7], [1, 2], True, ("x",))
     assert read_step(engine_response([5])).final is False
+
+
+@pytest.mark.parametrize("chat_format", ["harmony", "qwen3"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_responses_spread_over_instances_give_the_single_instance_text(chat_format, seed):
+    """Several postprocessing instances each see some of a stream's responses (in order, as
+    preserve_ordering delivers them): every delta equals what one instance answers."""
+    import random
+
+    tokenizer = load_tokenizer("/unused", chat_format)
+    if chat_format == "harmony":
+        special = tokenizer._special_id
+        ids = ([special("<|channel|>")] + tokenizer.encode_plain("analysis") + [special("<|message|>")]
+               + tokenizer.encode_plain("On pèse 🤔 les options.") + [special("<|end|>"), special("<|start|>")]
+               + tokenizer.encode_plain("assistant") + [special("<|channel|>")] + tokenizer.encode_plain("final")
+               + [special("<|message|>")] + tokenizer.encode_plain("Réponse: 巴黎, STOP here.") + [special("<|return|>")])
+    else:
+        ids = tokenizer.encode_plain("\nOn pèse 🤔 les options.\n") + [151668] \
+            + tokenizer.encode_plain("\n\nRéponse: 巴黎, STOP here.") + [151645]
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(ids)), 9))
+    steps = [ids[a:b] for a, b in zip([0] + cuts, cuts + [len(ids)])]
+
+    def run(instances: list[OutputParsers], request_uuid: str) -> list[tuple[str, str]]:
+        deltas, sent = [], 0
+        for index, step in enumerate(steps):
+            final = "stop" if index == len(steps) - 1 else ""
+            arrays = engine_response(step, ids[:sent], final, stop_strings=["STOP"], request_uuid=request_uuid)
+            outputs = postprocess(arrays, tokenizer, parsers=rng.choice(instances))
+            deltas.append((text_of(outputs), outputs["OUT_REASONING"][0][0].decode()))
+            sent += len(step)
+        return deltas
+
+    one = run([OutputParsers(tokenizer)], "one")
+    spread = run([OutputParsers(tokenizer, capacity=1) for _ in range(3)], "spread")
+    assert spread == one
+    assert "".join(d[0] for d in one) == "Réponse: 巴黎, "
+    assert "".join(d[1] for d in one).strip("\n") == "On pèse 🤔 les options."

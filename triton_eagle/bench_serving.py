@@ -52,7 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--engine simulated: override the repository's stream_interval_ms (0 = a "
                              "response per engine step)")
     parser.add_argument("--paths", nargs="+", default=None,
-                        help="client paths (--engine simulated): ensemble direct (default: all)")
+                        help="client paths (--engine simulated): ensemble direct in_model (default: all)")
+    parser.add_argument("--postprocessing-instances", type=int, default=None,
+                        help="--engine simulated: postprocessing instances, responses kept in order "
+                             "(python_backend/simulated/repository.py set_postprocessing_instances)")
     parser.add_argument("--json", action="store_true")
 
 
@@ -123,7 +126,20 @@ async def direct_path(grpc_url: str, work: Work, concurrency: int):
     return await _run_streams(grpc_url, len(work.prompts), concurrency, one)
 
 
-CLIENT_PATHS = {"ensemble": ensemble_path, "direct": direct_path}
+async def in_model_path(grpc_url: str, work: Work, concurrency: int):
+    """gRPC streaming of a chat straight to tensorrt_llm's text form: in-model detokenization
+    (python_backend/text_form.py), the ensemble's inputs and outputs without its hops."""
+    async def one(client, index):
+        fields = request_fields(messages=[{"role": "user", "content": work.texts[index]}],
+                                max_tokens=work.max_tokens, min_tokens=work.max_tokens)
+        return await stream_generate(client, fields, model="tensorrt_llm")
+    return await _run_streams(grpc_url, len(work.texts), concurrency, one)
+
+
+CLIENT_PATHS = {"ensemble": ensemble_path, "direct": direct_path, "in_model": in_model_path}
+# the single-threaded Python stages each path's responses cross
+SERIAL_STAGES = {"ensemble": ("tensorrt_llm", "postprocessing"), "direct": ("tensorrt_llm",),
+                 "in_model": ("tensorrt_llm",)}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -151,16 +167,19 @@ def summarize(generations: list[Generation], elapsed_s: float, cpu_s: dict[str, 
     }
 
 
-def serial_ceilings(row: dict) -> dict[str, float]:
-    """tokens/s each single-threaded stage could carry at its measured CPU per response."""
+def serial_ceilings(row: dict, stages: tuple[str, ...], postprocessing_instances: int = 1) -> dict[str, float]:
+    """tokens/s each single-threaded stage could carry at its measured CPU per response (several
+    postprocessing instances: each is single-threaded and takes its share of the responses)."""
     per_response = row["cpu_ms_per_response"]
-    return {name: round(1000 * row["tokens_per_response"] / per_response[name], 0)
-            for name in ("tensorrt_llm", "postprocessing") if per_response.get(name)}
+    threads = {"tensorrt_llm": 1, "postprocessing": postprocessing_instances}
+    return {name: round(threads[name] * 1000 * row["tokens_per_response"] / per_response[name], 0)
+            for name in stages if per_response.get(name)}
 
 
 # -- the simulated engine behind a real tritonserver -------------------------------------------------
 def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves: int, drafting: bool,
-                    paths: list[str], stream_interval_ms: float | None = None) -> dict:
+                    paths: list[str], stream_interval_ms: float | None = None,
+                    postprocessing_instances: int | None = None) -> dict:
     from ensemble.tokenizer import load_tokenizer
     from python_backend.simulated.profile import load_profile
     from python_backend.simulated.repository import write_simulated_repository
@@ -168,12 +187,13 @@ def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves
     profile = load_profile(profile_name)
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
         repository = write_simulated_repository(profile_name, Path(folder) / "repository", drafting,
-                                                stream_interval_ms)
+                                                stream_interval_ms, postprocessing_instances)
         config = load_engine_config(repository / "tensorrt_llm" / "engine.yaml")
         tokenizer = load_tokenizer(config.tokenizer_dir, config.chat_format, config.reasoning_effort)
         report = {"profile": profile.name, "label": profile.label, "engine": "simulated",
                   "drafting": drafting, "max_tokens": max_tokens, "host_cpus": os.cpu_count(),
                   "stream_interval_ms": _stream_interval_ms(repository),
+                  "postprocessing_instances": postprocessing_instances or 1,
                   "load_average_before": [round(x, 2) for x in os.getloadavg()], "concurrency": {}}
         http, grpc, metrics = free_ports(3)
         with TritonServer(repository, http_port=http, grpc_port=grpc, metrics_port=metrics) as server:
@@ -191,12 +211,15 @@ def bench_simulated(profile_name: str, levels: list[int], max_tokens: int, waves
                     generations, elapsed = asyncio.run(CLIENT_PATHS[path](server.grpc_url, work, level))
                     after = snapshot(processes)
                     row[path] = summarize(generations, elapsed, {k: after[k] - before[k] for k in after})
-                    row[path]["serial_stage_ceiling_tokens_per_s"] = serial_ceilings(row[path])
+                    row[path]["serial_stage_ceiling_tokens_per_s"] = serial_ceilings(
+                        row[path], SERIAL_STAGES[path], postprocessing_instances or 1)
                 if "ensemble" in row:
                     row["delivered_tokens_per_s"] = row["ensemble"]["tokens_per_s"]
                     row["responses_per_s"] = row["ensemble"]["responses_per_s"]
                 if "direct" in row:
                     row["direct_tokens_per_s"] = row["direct"]["tokens_per_s"]
+                if "in_model" in row:
+                    row["in_model_tokens_per_s"] = row["in_model"]["tokens_per_s"]
                 report["concurrency"][str(level)] = row
         return report
 
@@ -269,12 +292,14 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
 def _print_simulated(report: dict) -> None:
     print(f"SIMULATED: {report['label']} (drafting {'on' if report['drafting'] else 'off'}, "
           f"{report['max_tokens']} tokens per request, stream_interval_ms {report['stream_interval_ms']:g})")
-    print("conc  demanded  ensemble  direct  resp/s  tok/resp  ttft p50/p99 ms  cpu ms/resp (trtllm post triton client)")
+    print("conc  demanded  ensemble  direct  in_model  resp/s  tok/resp  ttft p50/p99 ms  "
+          "cpu ms/resp (trtllm post triton client)")
     for level, row in report["concurrency"].items():
         ens = row.get("ensemble") or row.get("direct")
         cpu = ens["cpu_ms_per_response"]
         print(f"{level:>4}  {row['demanded_tokens_per_s']:8.0f}  {row.get('delivered_tokens_per_s', 0):8.0f}  "
-              f"{row.get('direct_tokens_per_s', 0):6.0f}  {ens['responses_per_s']:6.0f}  "
+              f"{row.get('direct_tokens_per_s', 0):6.0f}  {row.get('in_model_tokens_per_s', 0):8.0f}  "
+              f"{ens['responses_per_s']:6.0f}  "
               f"{ens['tokens_per_response']:8.2f}  {1000 * ens['ttft_s']['p50']:6.1f}/{1000 * ens['ttft_s']['p99']:6.1f}  "
               f"{cpu.get('tensorrt_llm', 0):.3f} {cpu.get('postprocessing', 0):.3f} "
               f"{cpu.get('tritonserver', 0):.3f} {cpu.get('client', 0):.3f}")
@@ -287,7 +312,8 @@ def run(args) -> int:
         if unknown:
             raise SystemExit(f"--paths: unknown client path {unknown[0]!r} (one of {', '.join(CLIENT_PATHS)})")
         report = bench_simulated(args.profile, args.concurrency or SIMULATED_LEVELS, args.max_tokens or 256,
-                                 args.waves, args.drafting == "on", paths, args.stream_interval_ms)
+                                 args.waves, args.drafting == "on", paths, args.stream_interval_ms,
+                                 args.postprocessing_instances)
         print(json.dumps(report, indent=2)) if args.json else _print_simulated(report)
         return 0
     report = bench(args.model_repository, args.concurrency or [1, 32], args.max_tokens or 48, args.waves)

@@ -2,9 +2,9 @@
 
 Formats with channels (Harmony's analysis/final, Qwen3's <think>...</think>) cannot be
 decoded from a bounded window of tokens: which output a token belongs to depends on a
-marker that may lie thousands of tokens back. So postprocessing keeps one `OutputParser`
-per request (it runs as one instance and sees a request's responses in order) and feeds
-it every response's new tokens.
+marker that may lie thousands of tokens back. So for these formats the engine sends, with
+each response, every token before it, and postprocessing keeps one `OutputParser` per
+request that it brings up to date from those (ensemble/postprocessing_model.py).
 
 Each output is a `StreamedText`: bytes in, text out, with the same rules as the stateless
 ChatML path (ensemble/detokenizer.py): only complete characters are shown before the
@@ -38,8 +38,9 @@ class StreamedText:
         # the incremental decoder keeps an incomplete UTF-8 tail until its bytes arrive
         self._text += self._decoder.decode(data)
 
-    def delta(self, final: bool) -> str:
-        """The text not shown yet that may be shown now."""
+    def shown(self, final: bool) -> str:
+        """The text that may be shown after the bytes appended so far: a function of those bytes
+        alone, so any process that appended the same bytes shows the same."""
         if final:
             self._text += self._decoder.decode(b"", final=True)
         view = self._text
@@ -48,7 +49,11 @@ class StreamedText:
         elif self._strip == "both":
             # trailing newlines show only once text follows them (the template strips them)
             view = view.strip("\n")
-        shown = visible_text(view, self._stop_strings, final)
+        return visible_text(view, self._stop_strings, final)
+
+    def delta(self, final: bool) -> str:
+        """The text not shown yet that may be shown now."""
+        shown = self.shown(final)
         new = shown[self._shown:]
         self._shown = max(self._shown, len(shown))
         return new
@@ -63,9 +68,16 @@ class OutputParser:
 
     def feed(self, token_ids: Sequence[int], final: bool = False) -> tuple[str, str]:
         """Consume one response's tokens; returns the (text, reasoning) deltas it makes visible."""
+        self.consume(token_ids)
+        return self.text.delta(final), self.reasoning.delta(final)
+
+    def consume(self, token_ids: Sequence[int]) -> None:
         for token in token_ids:
             self._token(int(token))
-        return self.text.delta(final), self.reasoning.delta(final)
+
+    def shown(self, final: bool = False) -> tuple[str, str]:
+        """(text, reasoning) that may be shown after the tokens consumed so far."""
+        return self.text.shown(final), self.reasoning.shown(final)
 
     def _token(self, token: int) -> None:
         raise NotImplementedError

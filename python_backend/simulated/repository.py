@@ -46,10 +46,27 @@ def set_stream_interval(repository: Path, interval_ms: float) -> None:
     config.write_text(text)
 
 
+def set_postprocessing_instances(repository: Path, count: int) -> None:
+    """Run `count` postprocessing instances, responses returned in request order (preserve_ordering).
+    Text and order are exact (ensemble/postprocessing_model.py); a cancelled client's request is not
+    stopped (model_repository/postprocessing/config.pbtxt says why), so the shipped repository keeps one."""
+    if count < 1:
+        raise ValueError(f"postprocessing instances must be >= 1, got {count}")
+    config = Path(repository) / "postprocessing" / "config.pbtxt"
+    text, found = re.subn(r"instance_group \[ \{ count: \d+, kind: KIND_CPU \} \]",
+                          f"instance_group [ {{ count: {count}, kind: KIND_CPU }} ]", config.read_text())
+    if found != 1:
+        raise ValueError(f"{config}: expected one instance_group, found {found}")
+    if count > 1:
+        text += "dynamic_batching { preserve_ordering: true }\n"
+    config.write_text(text)
+
+
 def write_simulated_repository(profile_name: str, output: Path, drafting: bool = True,
-                               stream_interval_ms: float | None = None) -> Path:
+                               stream_interval_ms: float | None = None,
+                               postprocessing_instances: int | None = None) -> Path:
     """Copy the shipped repository to `output` with a simulated engine YAML (and, when given, another
-    stream interval); returns `output`."""
+    stream interval or number of postprocessing instances); returns `output`."""
     output = Path(output)
     if output.exists():
         shutil.rmtree(output)
@@ -60,4 +77,6 @@ def write_simulated_repository(profile_name: str, output: Path, drafting: bool =
     (output / "tensorrt_llm" / "engine.yaml").write_text(text)
     if stream_interval_ms is not None:
         set_stream_interval(output, stream_interval_ms)
+    if postprocessing_instances is not None:
+        set_postprocessing_instances(output, postprocessing_instances)
     return output
