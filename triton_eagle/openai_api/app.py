@@ -59,24 +59,47 @@ def ensemble_error(err: EnsembleError) -> APIError:
     return APIError(400, message, param=param)
 
 
-async def _until_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+class StepFeed:
+    """One request's ensemble steps and its client's disconnect, merged into one queue.
 
+    Two tasks per request (one reads the gRPC stream, one watches the ASGI receive channel) put
+    into the queue, so each step costs the streaming loop one `get`, not a race of new tasks.
+    `close` cancels both: a stream closed early cancels its gRPC call, aborting the engine request.
+    """
 
-async def unless_disconnected(request: Request, awaitable):
-    """`awaitable`'s result; cancelled (its stream with it) if the client disconnects first."""
-    work = asyncio.ensure_future(awaitable)
-    watcher = asyncio.ensure_future(_until_disconnect(request))
-    try:
-        await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not work.done():
-            work.cancel()
-    if work.cancelled():
-        raise ClientGone
-    return work.result()
+    _GONE = object()
+
+    def __init__(self, request: Request, steps: AsyncIterator[Step]):
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._steps = steps
+        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._watch(request))]
+
+    async def _read(self) -> None:
+        try:
+            async for step in self._steps:
+                self._queue.put_nowait(step)
+        except EnsembleError as err:
+            self._queue.put_nowait(err)
+
+    async def _watch(self, request: Request) -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        self._queue.put_nowait(self._GONE)
+
+    async def next(self) -> Step:
+        """The next step; EnsembleError from the ensemble, ClientGone once the client left."""
+        item = await self._queue.get()
+        if item is self._GONE:
+            raise ClientGone
+        if isinstance(item, EnsembleError):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._steps.aclose()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -152,30 +175,36 @@ def create_app(settings: Settings) -> FastAPI:
             raise APIError(400, f"the request body is not valid JSON: {err}") from None
         parsed = parse_request(schema, body)
         check_model(parsed.model)
-        steps = app.state.ensemble.steps(ensemble_inputs(parsed.ensemble_fields()))
+        feed = StepFeed(request, app.state.ensemble.steps(ensemble_inputs(parsed.ensemble_fields())))
         completion = Completion(settings.served_model_name, chat)
         try:
             if not parsed.stream:
-                return JSONResponse(await unless_disconnected(request, _collect(steps, completion)))
-            first = await unless_disconnected(request, anext(steps))
+                try:
+                    return JSONResponse(await _collect(feed, completion))
+                finally:
+                    await feed.close()
+            first = await feed.next()
         except EnsembleError as err:
+            await feed.close()
             raise ensemble_error(err) from None
         except ClientGone:
+            await feed.close()
             return Response(status_code=499)   # nobody reads it; the engine request is aborted
-        return StreamingResponse(_stream(request, steps, first, completion, parsed), media_type="text/event-stream",
+        return StreamingResponse(_stream(feed, first, completion, parsed), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     return app
 
 
-async def _collect(steps: AsyncIterator[Step], completion: Completion) -> dict:
-    async for step in steps:
+async def _collect(feed: StepFeed, completion: Completion) -> dict:
+    while True:
+        step = await feed.next()
         completion.add(step)
-    return completion.body()
+        if step.finish_reason:
+            return completion.body()
 
 
-async def _stream(request: Request, steps: AsyncIterator[Step], first: Step, completion: Completion,
-                  parsed) -> AsyncIterator[bytes]:
+async def _stream(feed: StepFeed, first: Step, completion: Completion, parsed) -> AsyncIterator[bytes]:
     with_usage = True if parsed.continuous_usage else (False if parsed.include_usage else None)
     try:
         role = completion.role_chunk(with_usage)
@@ -189,7 +218,7 @@ async def _stream(request: Request, steps: AsyncIterator[Step], first: Step, com
                 yield chunk
             if step.finish_reason:
                 break
-            step = await unless_disconnected(request, anext(steps))
+            step = await feed.next()
         for chunk in completion.final_chunks(parsed.include_usage, parsed.continuous_usage):
             yield chunk
     except EnsembleError as err:   # after the 200: the error is an event, then the stream ends
@@ -198,4 +227,4 @@ async def _stream(request: Request, steps: AsyncIterator[Step], first: Step, com
     except ClientGone:
         pass
     finally:
-        await steps.aclose()   # a client gone mid-stream lands here: the engine request is aborted
+        await feed.close()   # a client gone mid-stream lands here: the engine request is aborted
