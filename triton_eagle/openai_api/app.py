@@ -102,6 +102,25 @@ class StepFeed:
         await self._steps.aclose()
 
 
+class BearerKey:
+    """Plain ASGI middleware: /v1/* needs 'Authorization: Bearer <key>'. Not starlette's
+    BaseHTTPMiddleware, which relays every streamed chunk through extra tasks and memory streams
+    (a third of this server's CPU per chunk, measured)."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            scheme, _, token = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key.encode()):
+                response = APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                                    code="invalid_api_key").response()
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -122,14 +141,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def _http_error(_request, err: StarletteHTTPException):
         return APIError(err.status_code, str(err.detail)).response()
 
-    @app.middleware("http")
-    async def _bearer_key(request: Request, call_next):
-        if settings.api_key and request.url.path.startswith("/v1/"):
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), settings.api_key):
-                return APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                                code="invalid_api_key").response()
-        return await call_next(request)
+    if settings.api_key:
+        app.add_middleware(BearerKey, key=settings.api_key)
 
     def model_card() -> dict:
         return {"id": settings.served_model_name, "object": "model", "created": started, "owned_by": "triton-eagle"}
