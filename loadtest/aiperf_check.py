@@ -114,8 +114,23 @@ def run_aiperf(aiperf: str, target: Target, prompts: dict[str, Path], tokenizer:
             "requests": stat("request_count", "avg"), "failed": stat("error_request_count", "avg") or 0,
             "ttft_p50_s": _ms_to_s(stat("time_to_first_token", "p50")),
             "itl_p50_s": _ms_to_s(stat("inter_token_latency", "p50")),
+            "e2e_p50_s": _ms_to_s(stat("request_latency", "p50")),
             "user_tokens_per_s_p50": stat("output_token_throughput_per_user", "p50"),
-            "duration_s": stat("benchmark_duration", "avg")}
+            "duration_s": stat("benchmark_duration", "avg"), **aiperf_lag(out)}
+
+
+def aiperf_lag(out: Path) -> dict:
+    """aiperf's own delays, the evidence when its figures differ from Locust's: credit issued ->
+    request sent (p50 over requests, profile_export.jsonl), and the event-loop stalls its processes
+    log ("Event loop for ... is taking too long to run. Overhead: N ms"), which delay every timestamp."""
+    records = [json.loads(line)["metadata"] for line in next(out.rglob("profile_export.jsonl")).read_text().splitlines()
+               if line.strip()]
+    send_lags = sorted((r["request_start_ns"] - r["credit_issued_ns"]) / 1e9 for r in records
+                       if r.get("request_start_ns") and r.get("credit_issued_ns"))
+    stalls = [float(m.group(1).replace(",", "")) / 1000 for log in out.rglob("aiperf.log")
+              for m in re.finditer(r"taking too long to run\. Overhead: ([\d,.]+)ms", log.read_text(errors="replace"))]
+    return {"send_lag_p50_s": send_lags[len(send_lags) // 2] if send_lags else None,
+            "loop_stalls": len(stalls), "loop_stall_max_s": max(stalls, default=0.0)}
 
 
 def _ms_to_s(value: float | None) -> float | None:
@@ -134,6 +149,7 @@ def run_locust(target: Target, prompts: dict[str, Path], args, out: Path) -> dic
             "output_tokens": report["output_tokens"], "requests": report["requests"]["completed"],
             "failed": report["requests"]["failed"],
             "ttft_p50_s": report["ttft_s"]["p50"], "itl_p50_s": report["itl_s"]["p50"],
+            "e2e_p50_s": report["e2e_latency_s"]["p50"],
             "user_tokens_per_s_p50": report["user_tokens_per_s"]["p50"], "duration_s": report["duration_s"]}
 
 
@@ -159,13 +175,15 @@ def _children_cpu_s() -> float:
 ROWS = [("output tokens", "output_tokens", "{:.0f}"), ("server's output-token counter", "server_output_tokens", "{:.0f}"),
         ("tool / server tokens", "tool_over_server_tokens", "{:.4f}"),
         ("output tokens/s", "output_tokens_per_s", "{:.2f}"), ("TTFT p50 (ms)", "ttft_p50_s", "ms"),
-        ("ITL p50 (ms)", "itl_p50_s", "ms"), ("per-user tokens/s p50", "user_tokens_per_s_p50", "{:.2f}"),
-        ("duration (s)", "duration_s", "{:.1f}"), ("tool CPU time (s)", "tool_cpu_s", "{:.1f}"),
+        ("ITL p50 (ms)", "itl_p50_s", "ms"), ("E2E latency p50 (ms)", "e2e_p50_s", "ms"), ("per-user tokens/s p50", "user_tokens_per_s_p50", "{:.2f}"),
+        ("duration (s)", "duration_s", "{:.1f}"),
+        ("aiperf: credit -> request sent p50 (ms)", "send_lag_p50_s", "ms"),
+        ("aiperf: event-loop stalls logged / longest (ms)", "loop_stalls", "stalls"), ("tool CPU time (s)", "tool_cpu_s", "{:.1f}"),
         ("requests", "requests", "{:.0f}"), ("failed", "failed", "{:.0f}")]
 
 
 COMPARED = [("output tokens/s", "output_tokens_per_s"), ("TTFT p50", "ttft_p50_s"), ("ITL p50", "itl_p50_s"),
-            ("per-user tokens/s p50", "user_tokens_per_s_p50")]
+            ("per-user tokens/s p50", "user_tokens_per_s_p50"), ("E2E latency p50", "e2e_p50_s")]
 
 
 def tool_ratios(runs: list[tuple[str, dict]]) -> dict[str, dict[str, float]]:
@@ -191,7 +209,10 @@ def markdown(endpoint: str, runs: list[tuple[str, dict]], args) -> str:
         cells = []
         for _, figures in runs:
             value = figures.get(key)
-            cells.append("–" if value is None else f"{value * 1000:.0f}" if fmt == "ms" else fmt.format(value))
+            if fmt == "stalls" and value is not None:
+                cells.append(f"{value} / {figures['loop_stall_max_s'] * 1000:.0f}")
+            else:
+                cells.append("–" if value is None else f"{value * 1000:.0f}" if fmt == "ms" else fmt.format(value))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     ratios = tool_ratios(runs)
     if ratios:
