@@ -2,9 +2,9 @@
 
 A request is refused (OpenAI error JSON) before anything is streamed: the first ensemble
 response is awaited before the 200, so the ensemble's validation errors are real 400s. A
-client that goes away aborts its engine request at once: every wait for the ensemble races a
-watcher on the ASGI receive channel, which sees the disconnect (uvicorn's ASGI 2.4 leaves a
-streaming response to find it only at its next write).
+client that goes away aborts its engine request at once: a watcher on the ASGI receive channel
+sees the disconnect (uvicorn's ASGI 2.4 leaves a streaming response to find it only at its next
+write) and puts it in the queue the request's steps arrive on (StepFeed).
 """
 from __future__ import annotations
 
