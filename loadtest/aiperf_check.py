@@ -1,4 +1,4 @@
-"""Cross-check Locust against NVIDIA's aiperf: the same prompts file, concurrency and request
+"""Cross-check Locust against NVIDIA's aiperf: the same prompts, concurrency and request
 count, through the same endpoint, each tool pinned to the same CPU, and each tool's
 output-token count checked against the server's own `triton_eagle_output_tokens_total`.
 

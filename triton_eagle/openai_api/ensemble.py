@@ -49,8 +49,9 @@ def _bytes_text(raw: bytes) -> str:
 
 
 def read_step(result) -> Step:
-    """One pass over the response's raw outputs: tritonclient's as_numpy scans every output and
-    builds a numpy array per call, the largest per-chunk cost of this server."""
+    """One pass over the response's raw outputs (Triton's gRPC frontend sends every output as
+    raw_output_contents): tritonclient's as_numpy scans every output and builds a numpy array
+    per call, nine calls per response."""
     response = result.get_response()
     raw_contents = response.raw_output_contents
     step = Step()
