@@ -56,9 +56,10 @@ loadtest: setup
 	$(BIN)/triton-eagle loadtest sweep --users 1 2 4 8 --duration 30 --max-tokens 32 \
 		--model-repository model_repository --baseline-draft-off --out build/loadtest/sweep
 
-# NVIDIA's aiperf beside Locust against the OpenAI-compatible server (same prompts, concurrency and
-# request count, each pinned to CPU 1), both checked against the server's token counter. aiperf has
-# many dependencies, so it gets its own venv. Table: build/aiperf-check/crosscheck.md
+# NVIDIA's aiperf beside Locust through the OpenAI-compatible server and through Triton's HTTP
+# generate_stream (same prompts, concurrency and request count, each pinned to CPU 1), both checked
+# against the server's token counter. aiperf has many dependencies, so it gets its own venv.
+# Tables: build/aiperf-check/crosscheck.md (one endpoint: ARGS="--endpoint generate_stream")
 AIPERF_VENV := .venv-aiperf
 $(AIPERF_VENV)/bin/aiperf:
 	$(PYTHON) -m venv $(AIPERF_VENV)
@@ -66,4 +67,4 @@ $(AIPERF_VENV)/bin/aiperf:
 	$(AIPERF_VENV)/bin/pip install --quiet aiperf==0.13.0
 
 aiperf: setup $(AIPERF_VENV)/bin/aiperf
-	$(BIN)/python -m loadtest.aiperf_check --aiperf $(AIPERF_VENV)/bin/aiperf --out build/aiperf-check
+	$(BIN)/python -m loadtest.aiperf_check --aiperf $(AIPERF_VENV)/bin/aiperf --out build/aiperf-check $(ARGS)

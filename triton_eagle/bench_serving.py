@@ -280,8 +280,9 @@ def bench(repository: str, levels: list[int], max_tokens: int, waves: int) -> di
                 "requests": len(prompts),
                 "ensemble_tokens_per_s": round(ensemble[level], 2),
                 "direct_tokens_per_s": round(direct, 2),
-                "openai_tokens_per_s": round(openai[level], 2),
-                "openai_over_direct": round(openai[level] / direct, 3),
+                "openai_tokens_per_s": round(openai[level]["tokens_per_s"], 2),
+                "openai_over_direct": round(openai[level]["tokens_per_s"] / direct, 3),
+                "openai_api_cpu_us_per_chunk": openai[level]["api_cpu_us_per_chunk"],
                 "ensemble_over_direct": round(ensemble[level] / direct, 3),
             }
     finally:

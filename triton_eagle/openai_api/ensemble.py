@@ -4,6 +4,7 @@ as Steps; closing the iterator early cancels the stream, which aborts the engine
 from __future__ import annotations
 
 import asyncio
+import struct
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -30,20 +31,38 @@ class Step:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def _string(result, name: str) -> str:
-    array = result.as_numpy(name)
-    if array is None or not array.size:
-        return ""
-    return b"".join(array.reshape(-1)).decode("utf-8", "replace")
+# Scalar output types our ensemble sends, as struct formats (KServe raw tensors are little-endian).
+_SCALAR_FORMATS = {"INT32": "<i", "INT64": "<q", "UINT32": "<I", "UINT64": "<Q", "FP32": "<f", "FP64": "<d",
+                   "BOOL": "<?"}
+_TEXT_FIELDS = {"text_output": "text", "reasoning_output": "reasoning", "finish_reason": "finish_reason"}
+_STATS = frozenset(STAT_OUTPUTS)
+
+
+def _bytes_text(raw: bytes) -> str:
+    """A raw BYTES tensor (each element: 4-byte little-endian length, then the bytes) as one string."""
+    parts, offset = [], 0
+    while offset < len(raw):
+        (length,) = struct.unpack_from("<I", raw, offset)
+        parts.append(raw[offset + 4:offset + 4 + length])
+        offset += 4 + length
+    return b"".join(parts).decode("utf-8", "replace")
 
 
 def read_step(result) -> Step:
-    step = Step(_string(result, "text_output"), _string(result, "reasoning_output"),
-                _string(result, "finish_reason"))
-    for name in STAT_OUTPUTS:
-        value = result.as_numpy(name)
-        if value is not None and value.size:
-            step.stats[name] = value.reshape(-1)[0].item()
+    """One pass over the response's raw outputs (Triton's gRPC frontend sends every output as
+    raw_output_contents): tritonclient's as_numpy scans every output and builds a numpy array
+    per call, nine calls per response."""
+    response = result.get_response()
+    raw_contents = response.raw_output_contents
+    step = Step()
+    for output, raw in zip(response.outputs, raw_contents):
+        name = output.name
+        if name in _TEXT_FIELDS:
+            setattr(step, _TEXT_FIELDS[name], _bytes_text(raw))
+        elif name in _STATS and raw:
+            scalar = _SCALAR_FORMATS.get(output.datatype)
+            step.stats[name] = (struct.unpack_from(scalar, raw)[0] if scalar
+                                else result.as_numpy(name).reshape(-1)[0].item())
     return step
 
 
