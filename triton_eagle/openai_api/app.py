@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response, Streamin
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from python_backend.admission import BUSY_PREFIX, ENGINE_FAILED_PREFIX
+from triton_eagle.client import STREAM_CLOSE_TIMEOUT_S
 from triton_eagle.openai_api.ensemble import Ensemble, EnsembleError, Step
 from triton_eagle.openai_api.errors import APIError
 from triton_eagle.openai_api.responses import Completion, error_event
@@ -72,12 +73,14 @@ class StepFeed:
     def __init__(self, request: Request, steps: AsyncIterator[Step]):
         self._queue: asyncio.Queue = asyncio.Queue()
         self._steps = steps
+        self._finished = False   # the final step was read: the stream ends itself, no cancel
         self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._watch(request))]
 
     async def _read(self) -> None:
         try:
             async for step in self._steps:
                 self._queue.put_nowait(step)
+                self._finished = bool(step.finish_reason)
         except EnsembleError as err:
             self._queue.put_nowait(err)
 
@@ -96,8 +99,11 @@ class StepFeed:
         return item
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+        reader, watcher = self._tasks
+        watcher.cancel()
+        if self._finished:   # the reader is closing the gRPC stream with the server's OK
+            await asyncio.wait({reader}, timeout=STREAM_CLOSE_TIMEOUT_S)
+        reader.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._steps.aclose()
 
