@@ -56,7 +56,7 @@ train-draft-gpu: setup-dev
 		--epochs 12 --tokens-per-batch 8192 --lr 1.5e-3 --synthesis-batch 1024 --work-dir out/train-draft-gpu
 
 eval-acceptance: setup
-	$(BIN)/triton-eagle eval-acceptance --json
+	$(BIN)/triton-eagle eval-acceptance --json --draft-len 3
 
 # Locust sweep of the CPU default, drafting on vs off (about 6 minutes): build/loadtest/sweep/pareto.png
 loadtest: setup-dev
