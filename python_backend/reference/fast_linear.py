@@ -154,4 +154,7 @@ def make_session(graph):
     # the 2-core box, a whole q4 forward took 2-3x longer with the shared spinning pool.
     options.intra_op_num_threads = len(os.sched_getaffinity(0))
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Without the arena a call's intermediates are freed after it: with one arena per session each
+    # kept its largest prefill's buffers (measured: 1.4 GB -> 4.5 GB RSS after a 1,500-token prompt).
+    options.enable_cpu_mem_arena = False
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
