@@ -104,3 +104,19 @@ def test_q4_speculative_greedy_equals_q4_target_only_greedy(q4_engines, smollm2_
     for text, want, have in zip(VARIED_PROMPTS, expected, got):
         assert have == want, text
     assert "Paris" in tokenizer.decode(got[0])
+
+
+def test_q4_verification_rows_equal_decode_steps_bit_for_bit(smollm2_dir):
+    """One onnxruntime call per layer (quantized_layers) must keep each row independent of the others."""
+    from python_backend.reference.llama import LlamaModel
+
+    model = LlamaModel.from_pretrained(smollm2_dir, "q4")
+    prompt, continuation = np.arange(100, 140), np.array([905, 28, 4461, 30, 216])
+    verify_cache, decode_cache = model.new_cache(), model.new_cache()
+    model.forward([prompt], [verify_cache], [1])
+    model.forward([prompt], [decode_cache], [1])
+    verified = model.forward([continuation], [verify_cache], [len(continuation)], [1, 14, -1])
+    for row, token in enumerate(continuation):
+        step = model.forward([continuation[row:row + 1]], [decode_cache], [1], [1, 14, -1])
+        assert np.array_equal(verified.logits[0][row], step.logits[0][0])
+        assert np.array_equal(verified.captured[0][row], step.captured[0][0])

@@ -30,13 +30,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="levels; the highest runs all questions")
     parser.add_argument("--requests-per-level", type=int, default=0,
                         help="questions at the lower levels (default 2 x concurrency, at least 8)")
+    parser.add_argument("--draft-len", type=int, default=0,
+                        help="draft this many tokens per step instead of the YAML's max_draft_len (e.g. 3: "
+                             "the head's MT-Bench figures, while the embedded default drafts 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_level: int) -> dict:
+def with_draft_len(config, draft_len: int):
+    """`config` drafting `draft_len` tokens per step (its draft_len_schedule dropped: it names max_draft_len)."""
+    spec = config.speculative_config.model_copy(update={"max_draft_len": draft_len, "draft_len_schedule": None})
+    return config.model_copy(update={"speculative_config": spec})
+
+
+async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_level: int, draft_len: int = 0) -> dict:
     from ensemble.tokenizer import load_tokenizer
 
     config = load_engine_config(config_path)
+    if draft_len:
+        config = with_draft_len(config, draft_len)
     draft_on, draft_off = engine_pair(config)
     if draft_on.draft_len == 0:
         draft_on.shutdown()
@@ -88,7 +99,8 @@ async def evaluate(config_path: str, levels: list[int], max_tokens: int, per_lev
 
 
 def run(args) -> int:
-    report = asyncio.run(evaluate(args.config, args.concurrency, args.max_tokens, args.requests_per_level))
+    report = asyncio.run(evaluate(args.config, args.concurrency, args.max_tokens, args.requests_per_level,
+                                  args.draft_len))
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -1,4 +1,4 @@
-"""The Llama forward pass in numpy, float32: the arithmetic of the reference engine.
+"""The Llama forward pass in numpy: the arithmetic of the reference engine.
 
 One call serves prefill, decode and speculative verification for a ragged batch: every
 sequence brings its new tokens and its own KV cache. The linear layers run once over all
@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 
 from .checkpoint import LlamaConfig, LlamaWeights, load_llama_checkpoint
-from .fast_linear import quantized_linear
+from .fast_linear import check_weight_format, quantized_linear
 from .kv_cache import KVCache
+from .quantized_layers import QuantizedLayerStack
 
 __all__ = ["ForwardOutput", "KVCache", "LlamaConfig", "LlamaModel", "RotaryEmbedding", "rms_norm"]
 
@@ -160,12 +161,9 @@ def attend(queries: np.ndarray, keys: np.ndarray, values: np.ndarray, mask_bias:
             .transpose(2, 0, 1, 3).reshape(new_tokens, num_heads * head_dim))
 
 
-LinearWeight = "np.ndarray | BlockQuantizedLinear"   # float32 (out, in), or quantized (fast_linear)
-
-
 @dataclass
 class DecoderLayer:
-    """One layer's weights, fused for fewer, larger matmuls.
+    """One layer's float32 weights, fused for fewer, larger matmuls.
 
     Linear weights keep HF's (out_features, in_features) orientation, row-major, applied as
     `x @ w.T`. Measured on the 2-core box with numpy's OpenBLAS: a pre-transposed (in, out)
@@ -174,11 +172,11 @@ class DecoderLayer:
     """
 
     input_norm: np.ndarray        # (hidden,)
-    qkv_proj: LinearWeight        # (heads * head_dim + 2 * kv_heads * head_dim, hidden): q, k, v rows
-    o_proj: LinearWeight          # (hidden, heads * head_dim)
+    qkv_proj: np.ndarray          # (heads * head_dim + 2 * kv_heads * head_dim, hidden): q, k, v rows
+    o_proj: np.ndarray            # (hidden, heads * head_dim)
     post_attention_norm: np.ndarray
-    gate_up_proj: LinearWeight    # (2 * intermediate, hidden): gate rows, then up rows
-    down_proj: LinearWeight       # (hidden, intermediate)
+    gate_up_proj: np.ndarray      # (2 * intermediate, hidden): gate rows, then up rows
+    down_proj: np.ndarray         # (hidden, intermediate)
 
 
 def _owned_float32(*parts: np.ndarray) -> np.ndarray:
@@ -194,25 +192,27 @@ class LlamaModel:
         self.config = config
         self.weight_format = weight_format
 
-        def linear_weight(*parts: np.ndarray, keep_8bit: bool = False):
-            return quantized_linear(_owned_float32(*parts), weight_format, keep_8bit)
-
         self.embed_tokens = _owned_float32(weights.embed_tokens)           # (vocab, hidden)
         if weights.lm_head is not None:
-            self.lm_head = linear_weight(weights.lm_head, keep_8bit=True)
+            self.lm_head = quantized_linear(_owned_float32(weights.lm_head), weight_format, keep_8bit=True)
         else:   # tied: float32 shares the embedding's copy
             self.lm_head = quantized_linear(self.embed_tokens, weight_format, keep_8bit=True)
-        self.layers = [
+        float32_layers = [
             DecoderLayer(
                 input_norm=_owned_float32(layer.input_layernorm),
-                qkv_proj=linear_weight(layer.q_proj, layer.k_proj, layer.v_proj),
-                o_proj=linear_weight(layer.o_proj),
+                qkv_proj=_owned_float32(layer.q_proj, layer.k_proj, layer.v_proj),
+                o_proj=_owned_float32(layer.o_proj),
                 post_attention_norm=_owned_float32(layer.post_attention_layernorm),
-                gate_up_proj=linear_weight(layer.gate_proj, layer.up_proj),
-                down_proj=linear_weight(layer.down_proj),
+                gate_up_proj=_owned_float32(layer.gate_proj, layer.up_proj),
+                down_proj=_owned_float32(layer.down_proj),
             )
             for layer in weights.layers
         ]
+        check_weight_format(weight_format)
+        # float32: numpy layer by layer; quantized: one onnxruntime call per layer (quantized_layers)
+        self.layers = float32_layers if weight_format == "float32" else []
+        self.quantized_layers = None if weight_format == "float32" else QuantizedLayerStack(
+            float32_layers, config.rms_norm_eps, weight_format)
         self.norm = _owned_float32(weights.norm)
         self.rotary = RotaryEmbedding(config)
 
@@ -253,7 +253,6 @@ class LlamaModel:
 
         num_heads, num_kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
         q_width, kv_width = num_heads * head_dim, num_kv_heads * head_dim
-        intermediate = config.intermediate_size
         eps = config.rms_norm_eps
         cos, sin = self.rotary.tables(positions)
         query_scale = np.float32(1.0 / math.sqrt(head_dim))
@@ -261,8 +260,8 @@ class LlamaModel:
 
         x = self.embed_tokens[np.concatenate(token_ids)]                 # (N, hidden) residual stream
         total_tokens = x.shape[0]
-        for layer_index, layer in enumerate(self.layers):
-            qkv = linear(rms_norm(x, layer.input_norm, eps), layer.qkv_proj)  # (N, q_width + 2 kv_width)
+        qkv = self._first_qkv(x)                                         # (N, q_width + 2 kv_width)
+        for layer_index in range(self.num_layers):
             # q and k heads side by side: one rotation for both
             rotated = apply_rotary(qkv[:, :q_width + kv_width].reshape(total_tokens, num_heads + num_kv_heads,
                                                                         head_dim), cos, sin)
@@ -276,12 +275,9 @@ class LlamaModel:
                 cached_keys, cached_values = cache.layer(layer_index, past + end - start)
                 attention_out[start:end] = attend(queries[start:end], cached_keys, cached_values,
                                                   mask_biases[sequence])
-            x += linear(attention_out, layer.o_proj)
-
-            gate_up = linear(rms_norm(x, layer.post_attention_norm, eps), layer.gate_up_proj)  # (N, 2 intermediate)
-            x += linear(silu(gate_up[:, :intermediate]) * gate_up[:, intermediate:], layer.down_proj)
+            x, qkv = self._after_attention(layer_index, x, attention_out)
             if layer_index in capture_layers:
-                captured_by_layer[layer_index] = x.copy()
+                captured_by_layer[layer_index] = x
 
         # Only the rows that need logits go through the final norm and the (vocab-wide) LM head.
         logit_rows = np.concatenate([np.arange(row_starts[i + 1] - count, row_starts[i + 1])
@@ -302,6 +298,26 @@ class LlamaModel:
             stacked = np.concatenate([captured_by_layer[index] for index in capture_layers], axis=1)
             captured = [stacked[row_starts[i]:row_starts[i + 1]] for i in range(len(caches))]
         return ForwardOutput(logits=logits, captured=captured)
+
+    def _first_qkv(self, x: np.ndarray) -> np.ndarray:
+        """Layer 0's fused q/k/v of the embeddings."""
+        if self.quantized_layers is not None:
+            return self.quantized_layers.first_qkv(x)
+        layer = self.layers[0]
+        return linear(rms_norm(x, layer.input_norm, self.config.rms_norm_eps), layer.qkv_proj)
+
+    def _after_attention(self, index: int, x: np.ndarray, attention_out: np.ndarray):
+        """(residual stream after layer `index`, the next layer's q/k/v or None after the last)."""
+        if self.quantized_layers is not None:
+            return self.quantized_layers.after_attention(index, x, attention_out)
+        layer, eps, intermediate = self.layers[index], self.config.rms_norm_eps, self.config.intermediate_size
+        x = x + linear(attention_out, layer.o_proj)
+        gate_up = linear(rms_norm(x, layer.post_attention_norm, eps), layer.gate_up_proj)  # (N, 2 intermediate)
+        x = x + linear(silu(gate_up[:, :intermediate]) * gate_up[:, intermediate:], layer.down_proj)
+        if index + 1 == self.num_layers:
+            return x, None
+        following = self.layers[index + 1]
+        return x, linear(rms_norm(x, following.input_norm, eps), following.qkv_proj)
 
     def _checked_ids(self, token_ids) -> np.ndarray:
         token_ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
