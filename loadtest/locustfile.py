@@ -314,10 +314,11 @@ class GrpcStreamUser(StreamingUser):
         grpc_stream(self.triton, fields, sample, started)
 
 
-class HttpStreamUser(StreamingUser, FastHttpUser):
-    """HTTP generate_stream (server-sent events) through FastHttpUser's connection pool."""
+class _ServerSentEventsUser(StreamingUser, FastHttpUser):
+    """A streaming user over HTTP server-sent events, on its session's own geventhttpclient
+    client (request() would report time-to-headers and read in 1 KiB blocks)."""
 
-    protocol = "http"
+    abstract = True
     host = DEFAULT_HOST
 
     def __init__(self, environment):
@@ -325,37 +326,36 @@ class HttpStreamUser(StreamingUser, FastHttpUser):
         self.network_timeout = environment.parsed_options.request_timeout + 10
         super().__init__(environment)
 
-    def on_start(self) -> None:
-        super().on_start()
+    def _open(self, url_text: str) -> None:
         from geventhttpclient.url import URL
 
-        url = URL(f"{self.host.rstrip('/')}/v2/models/{MODEL}/generate_stream")
-        # the session's own HTTPClient: request() would report time-to-headers and read in 1 KiB blocks
+        url = URL(url_text)
         self._http = self.client.client.clientpool.get_client(url)
         self._uri = getattr(url, "quoted_uri", url.request_uri)
+
+
+class HttpStreamUser(_ServerSentEventsUser):
+    """HTTP generate_stream (server-sent events) through FastHttpUser's connection pool."""
+
+    protocol = "http"
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._open(f"{self.host.rstrip('/')}/v2/models/{MODEL}/generate_stream")
 
     def stream(self, fields: dict, sample: RequestSample, started: float) -> None:
         http_stream(self._http, self._uri, fields, sample, started)
 
 
-class OpenAIStreamUser(StreamingUser, FastHttpUser):
+class OpenAIStreamUser(_ServerSentEventsUser):
     """Streamed /v1/chat/completions through the OpenAI-compatible server (its own port)."""
 
     protocol = "openai"
-    host = DEFAULT_HOST
-
-    def __init__(self, environment):
-        self.network_timeout = environment.parsed_options.request_timeout + 10
-        super().__init__(environment)
 
     def on_start(self) -> None:
         super().on_start()
-        from geventhttpclient.url import URL
-
         base = f"http://{_host_name(self.environment)}:{_options(self.environment).openai_port}/v1"
-        url = URL(f"{base}/chat/completions")
-        self._http = self.client.client.clientpool.get_client(url)
-        self._uri = getattr(url, "quoted_uri", url.request_uri)
+        self._open(f"{base}/chat/completions")
         self._model = self._served_model(base)
 
     def _served_model(self, base: str) -> str:
